@@ -1,0 +1,18 @@
+"""sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch."""
+
+from .complexity import Complexity, complexity
+from .layers import SKAttention, SKConv
+from .models import create_model, get_model_entry, list_models, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Complexity",
+    "SKAttention",
+    "SKConv",
+    "complexity",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+]

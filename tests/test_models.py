@@ -1,0 +1,139 @@
+"""Every registered model, and the paper's numbers."""
+
+import pytest
+import torch
+
+import sknet
+from sknet.layers import SKAttention, SKConv
+from sknet.models import get_model_entry
+
+
+def _small_input(name: str, batch: int) -> torch.Tensor:
+    size = 32 if get_model_entry(name).family == "cifar" else 64
+    return torch.randn(batch, 3, size, size)
+
+
+@pytest.mark.parametrize("name", sknet.list_models())
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = sknet.create_model(name, num_classes=7).train()
+    out = model(_small_input(name, 2))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
+    zero = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0]
+    assert not zero, f"parameters with an all-zero gradient: {zero[:5]}"
+
+
+@pytest.mark.parametrize("name", sknet.list_models())
+def test_batch_of_one_in_train_and_eval(name):
+    model = sknet.create_model(name, num_classes=5)
+    x = _small_input(name, 1)
+    model.train()
+    model(x).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 5) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", [n for n in sknet.list_models() if get_model_entry(n).paper_params_m])
+def test_params_and_macs_within_one_percent_of_table_1(name):
+    entry = get_model_entry(name)
+    c = sknet.complexity(sknet.create_model(name), entry.input_size)
+    assert c.params_m == pytest.approx(entry.paper_params_m, rel=0.01)
+    assert c.gmacs == pytest.approx(entry.paper_gmacs, rel=0.01)
+
+
+def test_complexity_counts_macs_not_flops():
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    c = sknet.complexity(conv, (4, 10, 10))
+    assert c.macs == 8 * 4 * 9 * 10 * 10  # one multiply-add per weight per output position
+    assert c.params == 8 * 4 * 9
+
+
+def test_sknet50_layout_matches_table_1():
+    model = sknet.create_model("sknet50")
+    sks = [m for m in model.modules() if isinstance(m, SKConv)]
+    assert len(sks) == 3 + 4 + 6 + 3
+    assert [sk.out_channels for sk in sks[:1] + sks[3:4] + sks[7:8] + sks[13:14]] == [128, 256, 512, 1024]
+    assert all(len(sk.paths) == 2 and sk.paths[0].conv.groups == 32 for sk in sks)
+    assert [sk.attn.dim for sk in sks[:1] + sks[3:4] + sks[7:8] + sks[13:14]] == [32, 32, 32, 64]
+    # The stride sits on both 3x3 branches of the first unit of conv3..conv5, not on the 1x1.
+    for layer in (model.layer2, model.layer3, model.layer4):
+        unit = layer[0]
+        assert unit.conv1.stride == (1, 1)
+        assert all(p.conv.stride == (2, 2) for p in unit.conv2.paths)
+        assert unit.downsample[0].stride == (2, 2)
+    feats = model.forward_features(torch.randn(1, 3, 224, 224))
+    assert feats.shape == (1, 2048, 7, 7)
+
+
+def test_one_branch_sknet50_is_resnext50_and_sum_has_no_attention():
+    base = sknet.complexity(sknet.create_model("resnext50_32x4d"), (3, 64, 64))
+    one = sknet.complexity(sknet.create_model("sknet50", branches=[(3, 1, 32)]), (3, 64, 64))
+    assert (one.params, one.macs) == (base.params, base.macs)
+    summed = sknet.create_model("sknet50", select="sum")
+    assert not any(isinstance(m, SKAttention) for m in summed.modules())
+
+
+@pytest.mark.parametrize("second", [(3, 3, 32), (3, 2, 32), (3, 1, 32), (5, 1, 64), (7, 1, 128)])
+def test_table_6_rows_build(second):
+    model = sknet.create_model("sknet50", branches=[(3, 1, 32), second], num_classes=10)
+    convs = [p.conv for p in model.layer1[0].conv2.paths]
+    assert (convs[1].kernel_size[0], convs[1].dilation[0], convs[1].groups) == second
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_table_7_every_subset_with_sum_and_attention():
+    kernels = {"K3": (3, 1, 32), "K5": (3, 2, 32), "K7": (3, 3, 32)}
+    for mask in range(1, 8):
+        branches = [b for i, b in enumerate(kernels.values()) if mask >> i & 1]
+        for select in ("sum", "attention"):
+            model = sknet.create_model("sknet26", branches=branches, select=select, num_classes=3)
+            sk = model.layer1[0].conv2
+            assert sk.num_paths == len(branches)
+            assert (sk.attn is not None) == (select == "attention" and len(branches) > 1)
+
+
+def test_depthwise_sk_in_shufflenet():
+    model = sknet.create_model("shufflenetv2_x1_0_sk")
+    sks = [m for m in model.modules() if isinstance(m, SKConv)]
+    assert len(sks) == 16 + 3  # every unit, plus the left branch of each downsampling unit
+    assert all(p.conv.groups == p.conv.in_channels for sk in sks for p in sk.paths)
+    one = sknet.complexity(sknet.create_model("shufflenetv2_x1_0_sk", branches=[(3, 1, None)]))
+    base = sknet.complexity(sknet.create_model("shufflenetv2_x1_0"))
+    assert (one.params, one.macs) == (base.params, base.macs)
+
+
+def test_initialisation_follows_the_released_networks():
+    model = sknet.create_model("sknet50")
+    conv = model.layer3[0].conv1  # 1x1, fan-in 512
+    assert conv.weight.std().item() == pytest.approx((2 / 512) ** 0.5, rel=0.05)
+    att = model.layer3[0].conv2.attn
+    assert att.fc_select.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert model.fc.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert (model.fc.bias == 0).all()
+    assert (model.layer3[0].bn3.weight == 1).all() and (att.bn.bias == 0).all()
+    zeroed = sknet.create_model("sknet26", zero_init_last=True)
+    assert (zeroed.layer1[0].bn3.weight == 0).all()
+
+
+def test_unknown_model_and_bad_override_list_the_valid_ones():
+    with pytest.raises(ValueError, match="Valid models: .*sknet50"):
+        sknet.create_model("sknet51")
+    with pytest.raises(ValueError, match="valid overrides: .*branches"):
+        sknet.create_model("sknet50", brnaches=[(3, 1, 32)])
+    with pytest.raises(ValueError, match="valid overrides"):
+        sknet.create_model("resnext50_32x4d", select="sum")
+    with pytest.raises(ValueError, match="select must be one of"):
+        sknet.create_model("sknet50", select="max")
+
+
+def test_model_table_lists_every_model_with_paper_deviation():
+    from sknet.model_table import model_table
+
+    rows = {r["model"]: r for r in model_table("sknet5*")}
+    assert set(rows) == {"sknet50"}
+    assert abs(rows["sknet50"]["params_dev_pct"]) < 1

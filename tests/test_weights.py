@@ -1,0 +1,76 @@
+"""Weights from timm and torchvision give the same logits; wrong checkpoints fail clearly."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import sknet
+from conftest import randomize_bn
+
+
+def _logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_torchvision_resnext50_gives_the_same_logits(tmp_path, fmt):
+    torchvision = pytest.importorskip("torchvision")
+    ref = randomize_bn(torchvision.models.resnext50_32x4d(weights=None))
+    path = tmp_path / f"tv.{fmt}"
+    torch.save(ref.state_dict(), path) if fmt == "pth" else save_file(ref.state_dict(), str(path))
+    ours = sknet.create_model("resnext50_32x4d", weights=str(path))
+    x = torch.randn(2, 3, 224, 224)
+    ref_out = _logits(ref, x)
+    assert ref_out.abs().max() > 0.1  # the comparison is not between two near-zero tensors
+    assert (_logits(ours, x) - ref_out).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_timm_skresnext50_gives_the_same_logits(tmp_path, wrapped):
+    timm = pytest.importorskip("timm")
+    ref = randomize_bn(timm.create_model("skresnext50_32x4d", pretrained=False))
+    with torch.no_grad():  # move the logits away from zero so the tolerance means something
+        ref.fc.weight.mul_(20)
+    sd = ref.state_dict()
+    path = tmp_path / "timm.pth"
+    torch.save({"state_dict": sd} if wrapped else sd, path)
+    ours = sknet.create_model("sknet50", weights=str(path))
+    x = torch.randn(2, 3, 224, 224)
+    ref_out = _logits(ref, x)
+    assert ref_out.abs().max() > 0.1
+    assert (_logits(ours, x) - ref_out).abs().max() <= 1e-4
+
+
+def test_own_weights_round_trip(tmp_path):
+    a = randomize_bn(sknet.create_model("sknet26", num_classes=10))
+    path = tmp_path / "w.safetensors"
+    save_file(a.state_dict(), str(path), metadata={"model_name": "sknet26"})
+    b = sknet.create_model("sknet26", num_classes=10, weights=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(_logits(a, x), _logits(b, x))
+
+
+def test_checkpoint_of_another_model_names_the_mismatch(tmp_path):
+    path = tmp_path / "sk.pth"
+    torch.save(sknet.create_model("sknet26").state_dict(), path)
+    with pytest.raises(ValueError, match=r"does not fit model 'resnext26_32x4d'.*unexpected key"):
+        sknet.create_model("resnext26_32x4d", weights=str(path))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        sknet.create_model("sknet26", num_classes=10, weights=str(path))
+    named = tmp_path / "named.safetensors"
+    save_file(sknet.create_model("sknet26").state_dict(), str(named), metadata={"model_name": "sknet26"})
+    with pytest.raises(ValueError, match="holds weights for model 'sknet26', not 'sknet50'"):
+        sknet.create_model("sknet50", weights=str(named))
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": sknet.create_model("sknet26").state_dict(), "extra": object()}, path)
+    with pytest.raises(ValueError, match="weights_only"):
+        sknet.create_model("sknet26", weights=str(path))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sknet.create_model("sknet26", weights=str(tmp_path / "nope.pth"))
