@@ -9,8 +9,8 @@ from sknet.models import get_model_entry
 
 
 def _small_input(name: str, batch: int) -> torch.Tensor:
-    size = 32 if get_model_entry(name).family == "cifar" else 64
-    return torch.randn(batch, 3, size, size)
+    channels, height, width = get_model_entry(name).input_size
+    return torch.randn(batch, channels, min(height, 64), min(width, 64))
 
 
 @pytest.mark.parametrize("name", sknet.list_models())

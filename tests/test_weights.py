@@ -74,3 +74,13 @@ def test_loading_never_unpickles_code(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         sknet.create_model("sknet26", weights=str(tmp_path / "nope.pth"))
+
+
+def test_save_weights_and_load_model_round_trip_with_metadata(tmp_path):
+    a = randomize_bn(sknet.create_model("sknet_mini", branches=[(3, 1, 8), (3, 3, 8)], select="sum"))
+    path = sknet.save_weights(a, tmp_path / "m.safetensors", mean=(0.5,), std=(0.25,), metrics={"top1_err": 8.1})
+    b = sknet.load_model(path)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(_logits(a, x), _logits(b, x))
+    assert b.pretrained_cfg["mean"] == [0.5] and b.pretrained_cfg["metrics"] == {"top1_err": 8.1}
+    assert not list(tmp_path.glob(".*.tmp")), "the temporary file was left behind"

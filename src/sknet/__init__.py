@@ -3,6 +3,7 @@
 from .complexity import Complexity, complexity
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, register_model
+from .weights import load_model, load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -14,5 +15,8 @@ __all__ = [
     "create_model",
     "get_model_entry",
     "list_models",
+    "load_model",
+    "load_weights",
     "register_model",
+    "save_weights",
 ]

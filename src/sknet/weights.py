@@ -131,3 +131,88 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str | None = No
         )
     model.load_state_dict(sd, strict=strict)
     return model
+
+
+# --------------------------------------------------------------------------- sharing
+# A weights file people share: safetensors with a metadata record (all values are
+# strings in safetensors; structured ones are JSON).
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    model_name: str | None = None,
+    overrides: dict | None = None,
+    num_classes: int | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    provenance: dict | None = None,
+    metrics: dict | None = None,
+    classes: list[str] | None = None,
+) -> Path:
+    """Write ``model``'s weights and a metadata record to a .safetensors file, atomically.
+
+    Unset fields default to what ``create_model`` recorded in ``model.pretrained_cfg``.
+    :func:`load_model` rebuilds the model from the file alone.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    from .io import atomic_write
+
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    model_name = model_name or cfg.get("name")
+    if not model_name:
+        raise ValueError("save_weights needs model_name= (the model was not built by create_model)")
+    meta = {
+        "format": "sknet",
+        "model_name": model_name,
+        "overrides": json.dumps(overrides if overrides is not None else cfg.get("overrides", {})),
+        "num_classes": str(num_classes if num_classes is not None else cfg.get("num_classes")),
+        "input_size": json.dumps(list(input_size or cfg.get("input_size") or ())),
+        "mean": json.dumps(list(mean or cfg.get("mean") or ())),
+        "std": json.dumps(list(std or cfg.get("std") or ())),
+        "provenance": json.dumps(provenance or {}),
+        "metrics": json.dumps(metrics or {}),
+        "classes": json.dumps(classes or cfg.get("classes") or []),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The decoded metadata record of a weights file written by :func:`save_weights`."""
+    import json
+
+    _, meta = read_state_dict(path)
+    out = dict(meta)
+    for key in ("overrides", "input_size", "mean", "std", "provenance", "metrics", "classes"):
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    if isinstance(out.get("num_classes"), str) and out["num_classes"].isdigit():
+        out["num_classes"] = int(out["num_classes"])
+    return out
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a model from a .safetensors file written by :func:`save_weights`."""
+    from .models import create_model
+
+    meta = read_metadata(path)
+    if meta.get("format") != "sknet" or "model_name" not in meta:
+        raise ValueError(
+            f"{str(path)!r} has no sknet metadata record; build the model yourself and pass "
+            "weights=PATH to create_model(name, ...)"
+        )
+    model = create_model(meta["model_name"], num_classes=meta.get("num_classes"), **meta.get("overrides", {}))
+    load_weights(model, path, model_name=meta["model_name"])
+    model.pretrained_cfg.update(
+        {k: meta[k] for k in ("input_size", "mean", "std", "provenance", "metrics", "classes") if meta.get(k)}
+    )
+    return model

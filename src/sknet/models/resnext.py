@@ -93,6 +93,7 @@ class ResNeXt(nn.Module):
         out_channels: Output width per stage, e.g. ``(256, 512, 1024, 2048)``.
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool) or ``"cifar"`` (3x3 conv).
         stem_width: Stem channels (64 in both).
+        first_stride: Stride of the first stage (1 in the paper's networks; 2 in the mini ones).
         se_reduction: SE ratio r on every unit (SENet), or None.
         num_classes: Classifier outputs; 0 gives a headless backbone.
         in_chans: Input image channels.
@@ -109,6 +110,7 @@ class ResNeXt(nn.Module):
         out_channels: Sequence[int],
         stem: str = "imagenet",
         stem_width: int = 64,
+        first_stride: int = 1,
         se_reduction: int | None = None,
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -133,7 +135,7 @@ class ResNeXt(nn.Module):
         reduction = 4 if stem == "imagenet" else 1
         in_ch = stem_width
         for i, (n, width, out_ch) in enumerate(zip(layers, widths, out_channels)):
-            stride = 1 if i == 0 else 2
+            stride = first_stride if i == 0 else 2
             reduction *= stride
             units = []
             for j in range(n):
@@ -500,3 +502,82 @@ def sknet29(
         zero_init_last=zero_init_last,
         drop_rate=drop_rate,
     )
+
+
+# Mini (28x28 grayscale, e.g. Fashion-MNIST): the 29-layer CIFAR template scaled down to
+# what two CPU cores train in minutes; the first stage downsamples (28 -> 14 -> 7 -> 4).
+# Not in the paper; the small-scale replication (docs/replication.md) uses it.
+# Widths (G * d * 2^i) and outputs (2x the widths) keep the ResNeXt template; L shrinks
+# with the widths (our choice, docs/architecture.md).
+_MINI = dict(family="mini", input_size=(1, 28, 28), num_classes=10)
+MINI_SK_BRANCHES = ((3, 1, 8), (3, 2, 8))
+
+
+def _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate):
+    widths = _widths(groups, width_per_group, len(layers))
+    return dict(
+        layers=layers,
+        widths=widths,
+        out_channels=tuple(2 * w for w in widths),
+        stem="cifar",
+        stem_width=stem_width,
+        first_stride=2,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        zero_init_last=zero_init_last,
+        drop_rate=drop_rate,
+    )
+
+
+@register_model(**_MINI)
+def resnext_mini(
+    num_classes=10,
+    layers=(1, 1, 1),
+    groups=8,
+    width_per_group=4,
+    stem_width=32,
+    in_chans=1,
+    zero_init_last=False,
+    drop_rate=0.0,
+):
+    """Mini ResNeXt (8x4d, one unit per stage by default): the plain baseline at 28x28."""
+    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
+    return ResNeXt(mid_layer=GroupedConv(groups), **kw)
+
+
+@register_model(**_MINI)
+def senet_mini(
+    num_classes=10,
+    reduction=16,
+    layers=(1, 1, 1),
+    groups=8,
+    width_per_group=4,
+    stem_width=32,
+    in_chans=1,
+    zero_init_last=False,
+    drop_rate=0.0,
+):
+    """Mini SENet: the mini ResNeXt with SE (r=16) on every unit."""
+    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
+    return ResNeXt(mid_layer=GroupedConv(groups), se_reduction=reduction, **kw)
+
+
+@register_model(**_MINI)
+def sknet_mini(
+    num_classes=10,
+    branches=MINI_SK_BRANCHES,
+    select="attention",
+    reduction=16,
+    min_dim=16,
+    layers=(1, 1, 1),
+    groups=8,
+    width_per_group=4,
+    stem_width=32,
+    in_chans=1,
+    zero_init_last=False,
+    drop_rate=0.0,
+):
+    """Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16."""
+    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
+    mid = SelectiveKernel(branches=branches, select=select, reduction=reduction, min_dim=min_dim)
+    return ResNeXt(mid_layer=mid, **kw)
