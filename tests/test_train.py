@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import random
 import signal
@@ -60,6 +61,11 @@ def subprocess_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
 
 
+def as_flags(cfg: dict) -> list[str]:
+    """``--set key=value`` for every setting but the output folder (JSON values are YAML)."""
+    return [a for k, v in cfg.items() if k not in ("output", "progress") for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
 def test_a_few_steps_lower_the_loss(tmp_path):
     result = train(**tiny(tmp_path, epochs=4, lr_schedule="cosine"))
     history = rows(tmp_path / "run")
@@ -97,20 +103,22 @@ def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
     cfg = tiny(tmp_path, epochs=60, max_steps=200, checkpoint_every=1)
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "sknet.cli", "train", "--output", str(out), "--no-progress"]
-    for key, value in cfg.items():
-        if key not in ("output", "progress"):
-            args += ["--set", f"{key}={value}"]
+    args += as_flags(cfg)
     rng = random.Random(0)
     for attempt in range(2):  # kill, resume, kill again
+        ck_path = out / "checkpoint.pt"
+        stamp = ck_path.stat().st_mtime_ns if ck_path.exists() else None
         proc = subprocess.Popen(
             args + (["--resume"] if attempt else []), env=subprocess_env(), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.time() + 120
-        while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        step_before = load_checkpoint(out / "checkpoint.pt")["step"] if attempt else 0
-        time.sleep(0.5 + rng.random())  # a checkpoint is written every step: land anywhere
+        while time.time() < deadline and proc.poll() is None:  # until this process has written one
+            if ck_path.exists() and ck_path.stat().st_mtime_ns != stamp:
+                break
+            time.sleep(0.02)
+        step_before = load_checkpoint(ck_path)["step"]
+        time.sleep(rng.uniform(0.2, 1.0))  # a checkpoint is written every step: land anywhere
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
@@ -134,9 +142,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "sknet.cli", "train", "--output", str(tmp_path / "two"), "--no-progress",
     ]  # fmt: skip
-    for key, value in cfg.items():
-        if key not in ("output", "progress"):
-            args += ["--set", f"{key}={value}"]
+    args += as_flags(cfg)
     proc = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout

@@ -119,6 +119,23 @@ def check_keys(data: dict, where: str) -> None:
         raise ValueError(f"{where} has unknown key(s) {unknown}; valid keys: {', '.join(config_keys())}")
 
 
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": (list, tuple)}
+
+
+def check_type(key: str, value, annotation: str) -> None:
+    """Values from YAML / --set must have the field's type (``int | None`` etc.)."""
+    allowed = [t.strip() for t in annotation.split("|")]
+    if value is None and "None" in allowed:
+        return
+    ok = any(
+        isinstance(value, _TYPES[t]) and not (isinstance(value, bool) and t in ("int", "float"))
+        for t in allowed
+        if t in _TYPES
+    )
+    if not ok:
+        raise ValueError(f"config key {key!r} must be {annotation}, got {value!r} ({type(value).__name__})")
+
+
 def resolve_config(config: TrainConfig | dict | str | Path | None = None, **overrides) -> TrainConfig:
     """Defaults <- ``config`` (a TrainConfig, dict or YAML path) <- ``overrides``, validated."""
     if isinstance(config, (str, Path)):
@@ -127,6 +144,8 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     check_keys(base, "config")
     check_keys(overrides, "overrides")
     cfg = TrainConfig(**{**base, **overrides})
+    for f in dataclasses.fields(TrainConfig):
+        check_type(f.name, getattr(cfg, f.name), str(f.type))
     for key, valid in CHOICES.items():
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{key} must be one of {valid}, got {getattr(cfg, key)!r}")
