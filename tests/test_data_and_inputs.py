@@ -133,8 +133,9 @@ def test_corrupt_images_fail_with_the_file_name_when_asked(tmp_path, run):
 def test_missing_fashion_mnist_says_how_to_install(tmp_path, run):
     untouched_after(
         run,
-        lambda: train(**dict(TINY, dataset="fashion-mnist", data_dir=str(tmp_path / "nowhere"), output=str(run),
-                             resume=True)),  # fmt: skip
+        lambda: train(
+            **dict(TINY, dataset="fashion-mnist", data_dir=str(tmp_path / "nowhere"), output=str(run), resume=True)
+        ),  # fmt: skip
         FileNotFoundError,
         r"(?s)Expected layout.*train,t10k.*apt-get install dataset-fashion-mnist.*--download",
     )
@@ -279,7 +280,9 @@ def test_fast_pad_crop_flip_matches_torchvision():
             for j in range(5):
                 crop = TF.crop(TF.pad(img, [2]), i, j, 12, 10)
                 for flip in (False, True):
-                    ref = TF.normalize(TF.to_dtype(TF.hflip(crop) if flip else crop, torch.float32, scale=True), mean, std)
+                    ref = TF.normalize(
+                        TF.to_dtype(TF.hflip(crop) if flip else crop, torch.float32, scale=True), mean, std
+                    )
                     if torch.allclose(out, ref, atol=1e-5):
                         matches.append((i, j, flip))
         assert matches, f"sample {index}: no torchvision crop/flip gives this output"

@@ -411,6 +411,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
             flush=True,
         )
 
+    # Evaluation runs on the plain module: under DDP each rank's share of the test set may
+    # have a different number of batches, and DDP's forward would wait for the others.
     raw_model = model
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -459,7 +461,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
                 )
                 last_eval = None
                 break
-            val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
+            val = evaluate(raw_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
                            desc="  eval", progress=cfg.progress)  # fmt: skip
             epoch, batch_in_epoch = epoch + 1, 0
             last_eval = dict(
@@ -488,7 +490,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         ) from None
 
     if last_eval is None:  # stopped part-way through an epoch: evaluate what we have
-        val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last, progress=False)
+        val = evaluate(raw_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last, progress=False)
         last_eval = dict(val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
     result = dict(
         model=cfg.model, dataset=cfg.dataset, params_m=params_m, epochs=epoch, steps=step,
