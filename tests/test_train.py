@@ -82,7 +82,7 @@ def test_resume_is_bit_identical(tmp_path):
     cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3)
     train(**dict(cfg, output=str(tmp_path / "straight"), max_steps=40))
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=20))
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 20
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["run"]["step"] == 20
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=22, resume=True))
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=40, resume=True))
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
@@ -117,13 +117,13 @@ def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
             if ck_path.exists() and ck_path.stat().st_mtime_ns != stamp:
                 break
             time.sleep(0.02)
-        step_before = load_checkpoint(ck_path)["step"]
+        step_before = load_checkpoint(ck_path)["run"]["step"]
         time.sleep(rng.uniform(0.2, 1.0))  # a checkpoint is written every step: land anywhere
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
         ck = load_checkpoint(out / "checkpoint.pt")  # loadable, whatever the moment
-        assert ck["step"] > step_before
+        assert ck["run"]["step"] > step_before
     # Resuming finishes the run, and lands exactly where an uninterrupted run does.
     train(**dict(cfg, output=str(out), resume=True))
     assert not list(out.glob(".*.tmp")), "stale temporary files were not cleaned up"
@@ -176,7 +176,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 7.*checkpoint\.pt \(step 6\)"):
         train(**cfg)
     ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert ck["step"] == 6
+    assert ck["run"]["step"] == 6
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     # and the run can be resumed from it (with the loss fixed)
     monkeypatch.setattr(train_module, "build_criterion", lambda cfg: torch.nn.CrossEntropyLoss())
@@ -186,7 +186,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def test_huge_learning_rate_is_caught_as_non_finite(tmp_path):
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
         train(**tiny(tmp_path, lr=1e30, epochs=5, checkpoint_every=1))
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] >= 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["run"]["step"] >= 1
 
 
 def test_no_weight_decay_on_batchnorm_and_biases():

@@ -273,7 +273,7 @@ def cifar(root: Path, split: str, *, train: bool, options: dict, num_classes: in
     mean, std = NORMALIZATION[name]
     info = DatasetInfo(name, num_classes, (3, 32, 32), mean, std, tuple(base.classes))
     images = torch.from_numpy(base.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
-    ds = TensorImages(images, torch.tensor(base.targets), _transform(info, train, options, pad=4))
+    ds = TensorImages(images, torch.tensor(base.targets), _transform(info, train, options, pad=4, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
@@ -317,7 +317,7 @@ def fashion_mnist(root: Path, split: str, *, train: bool, options: dict) -> Data
         raise ValueError(f"{files[0]} holds {len(images)} images but {files[1]} {len(targets)} labels")
     mean, std = NORMALIZATION["fashion-mnist"]
     info = DatasetInfo("fashion-mnist", 10, (1, 28, 28), mean, std, FASHION_MNIST_CLASSES)
-    ds = TensorImages(images, targets, _transform(info, train, options, pad=options.get("pad", 2)))
+    ds = TensorImages(images, targets, _transform(info, train, options, pad=2, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
@@ -344,14 +344,14 @@ def fake(root: Path | None, split: str, *, train: bool, options: dict) -> Datase
     noise = torch.rand(n, c, h, w, generator=g)
     images = ((0.6 * patterns[targets] + 0.4 * noise) * 255).to(torch.uint8)  # (N, C, H, W)
     info = DatasetInfo("fake", num_classes, (c, h, w), (0.5,) * c, (0.25,) * c, tuple(map(str, range(num_classes))))
-    ds = TensorImages(images, targets, _transform(info, train, options, pad=options.get("pad", 2)))
+    ds = TensorImages(images, targets, _transform(info, train, options, pad=2, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
 
-def _transform(info: DatasetInfo, train: bool, options: dict, pad: int = 0):
+def _transform(info: DatasetInfo, train: bool, options: dict, pad: int = 0, in_memory: bool = False):
     pad = options.get("pad", pad)
-    if pad and options.get("crop") in (None, info.input_size[-1]):  # in-memory images at their own size
+    if in_memory and options.get("crop") in (None, info.input_size[-1]):  # small images at their own size
         tf = PadCropFlip(info.mean, info.std, pad, options.get("hflip", True), train)
     else:
         keys = ("crop", "scale_min", "hflip", "eval_crop_ratio")
