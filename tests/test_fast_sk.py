@@ -323,3 +323,13 @@ def test_compiled_fullgraph_matches_eager():
     compiled = torch.compile(sk, fullgraph=True)
     with torch.no_grad():
         assert_close_rel(compiled(x), sk(x), rtol=1e-4)  # inductor reorders sums
+
+
+def test_fuse_is_callable_from_the_package_and_the_module():
+    import sknet.fuse as fuse_module
+
+    model = randomize_bn(sknet.create_model("sknet_mini")).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(sknet.fuse(model)(x), sknet.fuse.fuse(model)(x))
+        torch.testing.assert_close(fuse_module.fuse(model)(x), sknet.fuse(model)(x))

@@ -15,14 +15,15 @@ Model specs:
   ``+fuse`` works for torchvision ResNets too).
 
 Peak memory is the largest total of live tensor bytes during one step (an inference batch, or
-forward + backward + optimizer step), counting the parameters, buffers, optimizer state and the
-input batch. On CUDA it is ``torch.cuda.max_memory_allocated`` (after resetting the peak). On the
-CPU, which has no allocator statistics, it is the bytes of tensors live before the step
-(parameters, buffers, optimizer state, input; gradients are freed by ``zero_grad``) plus the
-peak of the allocations made during the step, replayed from the PyTorch profiler's memory
-events (``profile_memory=True``: every allocation and free of the CPU allocator, with its
-address, in order). Process RSS is not used: it includes the allocator's cached pages, the
-Python heap and libraries, and never goes down.
+forward + backward + optimizer step) that belong to the model being measured: the bytes of its
+tensors live before the step (parameters, buffers, optimizer state, the input batch; gradients
+are freed by ``zero_grad``) plus the peak of what the step allocates on top. On CUDA the latter
+is ``torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()`` around the step (after
+resetting the peak), so the other models held for the interleaved rounds do not count. The CPU
+has no allocator statistics; there it is replayed from the PyTorch profiler's memory events
+(``profile_memory=True``: every allocation and free of the CPU allocator, with its address, in
+order). Process RSS is not used: it includes the allocator's cached pages, the Python heap and
+libraries, and never goes down.
 """
 
 from __future__ import annotations
@@ -164,9 +165,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors``."""
     seen, total = set(), 0
     for t in tensors:
-        if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+        if isinstance(t, torch.Tensor):
             s = t.untyped_storage()
             if s.data_ptr() not in seen:
                 seen.add(s.data_ptr())
@@ -250,17 +252,19 @@ class Runner:
         return self.batch * self.cfg.iters / (time.perf_counter() - t0)
 
     def peak_memory_bytes(self) -> int:
-        if self.device.type == "cuda":
-            _sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.step()
-            _sync(self.device)
-            return torch.cuda.max_memory_allocated(self.device)
+        """This model's peak live bytes during one step (module docstring)."""
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         live = [*self.model.parameters(), *self.model.buffers(), self.x, self.y]
         if self.optimizer is not None:
             live += [v for state in self.optimizer.state.values() for v in state.values()]
+        if self.device.type == "cuda":
+            _sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            self.step()
+            _sync(self.device)
+            return _storage_bytes(live) + torch.cuda.max_memory_allocated(self.device) - before
         return _storage_bytes(live) + _cpu_peak_alloc_bytes(self.step)
 
 
@@ -270,6 +274,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # pick the fastest kernels for these fixed shapes
     specs = list(dict.fromkeys([cfg.reference, *cfg.models]))  # reference first, no duplicates
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     t_start = time.time()
