@@ -1,5 +1,6 @@
 """sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch."""
 
+from . import fuse  # callable module: sknet.fuse(model) == sknet.fuse.fuse(model)
 from .complexity import Complexity, complexity
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, register_model
@@ -13,6 +14,7 @@ __all__ = [
     "SKConv",
     "complexity",
     "create_model",
+    "fuse",
     "get_model_entry",
     "list_models",
     "load_model",
