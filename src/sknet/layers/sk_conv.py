@@ -1,8 +1,24 @@
-"""The Selective Kernel convolution: split -> fuse -> select (Li et al., CVPR 2019, Sec. 3.1)."""
+"""The Selective Kernel convolution: split -> fuse -> select (Li et al., CVPR 2019, Sec. 3.1).
+
+Two implementations of the same maths live here (docs/performance.md measures them):
+
+- ``"reference"``: the paper's equations written out: ``U = sum_m U_m``, ``s = GAP(U)``,
+  ``V = sum_m a_m * U_m``. Readable, and what the fast path is tested against.
+- ``"fast"`` (the default): no ``U`` is built (``GAP(U) = sum_m GAP(U_m)``); for two
+  branches the select is one ``lerp`` (``V = U_2 + a_1 (U_1 - U_2)``, since ``a_2 = 1 - a_1``),
+  done in place when no gradient is needed; in eval mode each branch's BatchNorm is
+  folded into its convolution's weights on the fly (same maths, one pass less per branch).
+  Every step keeps the input's memory format (channels_last stays channels_last), and
+  autograd saves only the branch outputs and the attention, never products.
+
+Choose with :func:`set_sk_impl` (global), the :func:`sk_impl` context manager, or the
+``impl`` attribute of one :class:`SKConv` (``None`` follows the global choice).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -12,6 +28,32 @@ from torch import nn
 from .conv_bn_act import ConvBnAct
 
 SELECT_MODES = ("attention", "sum")
+SK_IMPLS = ("reference", "fast")
+_sk_impl = "fast"
+
+
+def get_sk_impl() -> str:
+    """The SK implementation every :class:`SKConv` with ``impl=None`` uses now."""
+    return _sk_impl
+
+
+def set_sk_impl(name: str) -> str:
+    """Select the SK implementation globally (``"fast"`` or ``"reference"``); returns the previous one."""
+    global _sk_impl
+    if name not in SK_IMPLS:
+        raise ValueError(f"SK implementation must be one of {SK_IMPLS}, got {name!r}")
+    previous, _sk_impl = _sk_impl, name
+    return previous
+
+
+@contextlib.contextmanager
+def sk_impl(name: str) -> Iterator[None]:
+    """Run a block with the given SK implementation, e.g. ``with sk_impl("reference"): model(x)``."""
+    previous = set_sk_impl(name)
+    try:
+        yield
+    finally:
+        set_sk_impl(previous)
 
 
 class Branch(NamedTuple):
@@ -71,6 +113,14 @@ class SKAttention(nn.Module):
     (paper Eq. 1-6). The output is the attention itself, shape ``(B, M, C)``,
     so a forward hook on this module reads it.
 
+    The input is either the fused map ``U`` ``(B, C, H, W)`` or its pooled descriptor
+    ``s`` ``(B, C)`` (the fast path pools the branches without building ``U``).
+
+    :func:`sknet.fuse.fuse` turns a two-branch attention into its inference form:
+    the BN folded into ``fc_reduce`` (which gains a bias) and ``fc_select`` reduced to the
+    difference of its two row blocks (``pairwise``), since a softmax over two logits is a
+    sigmoid of their difference. It still returns ``(B, 2, C)``.
+
     Args:
         channels: Channels C of each branch.
         num_paths: Number of branches M.
@@ -90,14 +140,22 @@ class SKAttention(nn.Module):
         self.act = nn.ReLU(inplace=True)
         # The released network computes all M*C logits even for M = 2 (SPEC 1).
         self.fc_select = nn.Linear(self.dim, num_paths * channels, bias=False)
+        self.pairwise = False  # set by sknet.fuse: fc_select gives l_1 - l_2 only (M = 2)
 
     def logits(self, u: torch.Tensor) -> torch.Tensor:
-        """Select logits ``(B, M, C)`` from the fused feature map ``U`` ``(B, C, H, W)``."""
-        s = u.mean((2, 3))  # (B, C)
+        """Select logits ``(B, M, C)`` from ``U`` ``(B, C, H, W)`` or its pooled ``s`` ``(B, C)``."""
+        s = u.mean((2, 3)) if u.dim() == 4 else u  # (B, C)
         z = self.act(self.bn(self.fc_reduce(s)))  # (B, d)
-        return self.fc_select(z).view(u.shape[0], self.num_paths, self.channels)  # (B, M, C)
+        if self.pairwise:
+            d = self.fc_select(z)  # (B, C): l_1 - l_2
+            return torch.stack([d, torch.zeros_like(d)], dim=1)  # (B, 2, C), same softmax
+        return self.fc_select(z).view(s.shape[0], self.num_paths, self.channels)  # (B, M, C)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.pairwise:
+            z = self.act(self.bn(self.fc_reduce(u.mean((2, 3)) if u.dim() == 4 else u)))  # (B, d)
+            a1 = torch.sigmoid(self.fc_select(z))  # (B, C); softmax of (l_1, l_2) = sigmoid(l_1 - l_2)
+            return torch.stack([a1, 1 - a1], dim=1)  # (B, 2, C)
         return torch.softmax(self.logits(u), dim=1)  # (B, M, C), sums to 1 over M
 
 
@@ -156,12 +214,22 @@ class SKConv(nn.Module):
             self.attn = SKAttention(out_channels, len(paths), reduction, min_dim)
         else:
             self.attn = None
+        self.impl: str | None = None  # None: the global choice (set_sk_impl); or one of SK_IMPLS
 
     @property
     def num_paths(self) -> int:
         return len(self.paths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        impl = self.impl or _sk_impl
+        if impl == "fast":
+            return self.forward_fast(x)
+        if impl == "reference":
+            return self.forward_reference(x)
+        raise ValueError(f"SKConv.impl must be None or one of {SK_IMPLS}, got {impl!r}")
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's equations as written (Eq. 1-6); the fast path is tested against this."""
         feats = [path(x) for path in self.paths]  # M x (B, C, H, W)
         if len(feats) == 1:
             return feats[0]
@@ -173,6 +241,50 @@ class SKConv(nn.Module):
         for m in range(1, len(feats)):
             out = out + feats[m] * a[:, m, :, None, None]
         return out  # (B, C, H, W)
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Same result as :meth:`forward_reference` with fewer passes over memory (module docstring)."""
+        feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
+        if len(feats) == 1:
+            return feats[0]
+        if self.attn is None:
+            return sum(feats[1:], feats[0])
+        # GAP(sum_m U_m) = sum_m GAP(U_m): U itself is never written to memory.
+        s = feats[0].mean((2, 3))
+        for f in feats[1:]:
+            s = s + f.mean((2, 3))  # (B, C)
+        a = self.attn(s)[:, :, :, None, None]  # (B, M, C, 1, 1); the hook on attn still sees (B, M, C)
+        # In place (no new tensor) when autograd is not recording: the branch outputs are fresh.
+        grad = torch.is_grad_enabled() and (feats[0].requires_grad or a.requires_grad)
+        if len(feats) == 2:
+            # a_1 U_1 + a_2 U_2 = U_2 + a_1 (U_1 - U_2) as a_2 = 1 - a_1: one pass, and lerp's
+            # backward keeps U_1, U_2 and a_1 (saved anyway), not the products.
+            if grad:
+                return torch.lerp(feats[1], feats[0], a[:, 0])
+            return feats[1].lerp_(feats[0], a[:, 0])
+        if grad:
+            out = feats[0] * a[:, 0]
+            for m in range(1, len(feats)):
+                out = torch.addcmul(out, feats[m], a[:, m])
+            return out
+        out = feats[0].mul_(a[:, 0])
+        for m in range(1, len(feats)):
+            out.addcmul_(feats[m], a[:, m])
+        return out  # (B, C, H, W)
+
+    @staticmethod
+    def _branch(path: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
+        conv, bn = path.conv, path.bn
+        if path.training or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+            return path(x)  # training statistics, or already fused by sknet.fuse (bn is Identity)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+        weight = conv.weight * scale[:, None, None, None]
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return path.act(y)
 
     def extra_repr(self) -> str:
         return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}"
