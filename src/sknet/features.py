@@ -160,13 +160,14 @@ def fpn_backbone(
 
 
 def fx_leaf_modules() -> list[type[nn.Module]]:
-    """Modules that ``torch.fx`` must treat as leaves when tracing our models in training mode.
+    """Modules that ``torch.fx`` must treat as leaves when tracing our models.
 
-    ``AttentionNorm`` branches on the batch size (a batch of one uses the running
-    statistics), which symbolic tracing cannot follow. Pass
+    :class:`~sknet.layers.SKConv` branches on tensor properties (the attention's batch-of-one
+    rule, the fast path's in-place select when no gradient is recorded), which symbolic
+    tracing cannot follow; kept whole, it is one node of the graph. Pass
     ``tracer_kwargs={"leaf_modules": sknet.fx_leaf_modules()}`` to
     ``torchvision.models.feature_extraction.create_feature_extractor``.
     """
-    from .layers.sk_conv import AttentionNorm
+    from .layers.sk_conv import SKConv
 
-    return [AttentionNorm]
+    return [SKConv]
