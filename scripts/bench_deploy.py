@@ -111,7 +111,11 @@ def main() -> None:
 
     env = dict(
         cpu=next(
-            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
             platform.processor(),
         ),
         threads=args.threads,
