@@ -183,7 +183,7 @@ def test_cli_model_and_weights_and_a_training_checkpoint(tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(sk_export.run_exported(out, "exported", x), model(x), atol=1e-5)
     out2 = tmp_path / "b.pt"
-    args = ["export", "--model", "sknet_mini", "--weights", str(ckpt), "--num-classes", "5", "--format", "torchscript"]
+    args = ["export", "--model", "sknet_mini", "--weights", str(ckpt), "--format", "torchscript"]  # 5 classes: read
     assert main([*args, "-o", str(out2)]) == 0
     with torch.no_grad():
         assert torch.allclose(sk_export.run_exported(out2, "torchscript", x), model(x), atol=1e-5)

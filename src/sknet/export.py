@@ -25,7 +25,6 @@ Choices (docs/deploy.md):
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -79,7 +78,7 @@ def _fuse(model: nn.Module) -> nn.Module:
         from .fuse import fuse
     except ImportError as e:
         raise ValueError("fusion not available: this sknet has no sknet.fuse module yet; export without --fuse") from e
-    return fuse(copy.deepcopy(model).eval())
+    return fuse(model)  # a fused deep copy; the eager model stays as it is
 
 
 def _export_onnx(model, x, path, dynamic_batch, opset, metadata) -> None:
@@ -258,11 +257,13 @@ def load_for_export(
     if weights is None:
         print(f"note: no --weights given; exporting {model_name} with its random initial weights")
         return create_model(model_name, num_classes=num_classes)
-    if num_classes is None:  # a shared weights file records its own classifier size
-        from .weights import read_metadata
+    if num_classes is None:  # the file's record, else its classifier's size
+        from .weights import read_metadata, read_state_dict
 
         num_classes = read_metadata(weights).get("num_classes")
-        num_classes = num_classes if isinstance(num_classes, int) else None
+        if not isinstance(num_classes, int):
+            fc = read_state_dict(weights)[0].get("fc.weight")
+            num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else None
     return create_model(model_name, num_classes=num_classes, weights=weights)
 
 
