@@ -1,6 +1,7 @@
 """sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch."""
 
 from .complexity import Complexity, complexity
+from .export import export_model
 from .features import FeatureExtractor, features, fpn_backbone, fx_leaf_modules
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, register_model
@@ -15,6 +16,7 @@ __all__ = [
     "SKConv",
     "complexity",
     "create_model",
+    "export_model",
     "features",
     "fpn_backbone",
     "fx_leaf_modules",
