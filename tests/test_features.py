@@ -154,3 +154,15 @@ def test_retinanet_with_sk_shufflenet_fpn_trains_and_infers():
     with torch.no_grad():
         out = detector(images)
     assert len(out) == 2 and all(d["boxes"].shape[1] == 4 for d in out)
+
+
+def test_mini_and_cifar_models_return_their_stages_too():
+    mini = sknet.features(sknet.create_model("sknet_mini"))
+    assert mini.strides == [2, 4, 8]
+    assert [tuple(f.shape) for f in mini(torch.randn(2, 1, 28, 28)).values()] == [
+        (2, 64, 14, 14),
+        (2, 128, 7, 7),
+        (2, 256, 4, 4),
+    ]
+    cifar = sknet.features(sknet.create_model("resnext29_16x32d"), out_indices=(0,))
+    assert cifar.strides == [1] and tuple(cifar(torch.randn(1, 3, 8, 8))["layer1"].shape) == (1, 256, 8, 8)

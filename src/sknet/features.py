@@ -12,12 +12,13 @@ At 224x224 the ImageNet-style models give strides 4, 8, 16, 32 with
 models                        channels at strides 4 / 8 / 16 / 32
 ============================  ==================================
 ResNeXt / SENet / SKNet       256 / 512 / 1024 / 2048
+resnext50_wide                272 / 544 / 1088 / 2176
 ShuffleNetV2 0.5x (SE, SK)    24 / 48 / 96 / 192
 ShuffleNetV2 1.0x (SE, SK)    24 / 116 / 232 / 464
 ============================  ==================================
 
-(ShuffleNetV2's stride-4 map is the stem's max pool output; its ``conv5`` 1x1 is a
-classifier-head layer and is left out, as in timm's feature extractor.)
+(ShuffleNetV2's stride-4 map is the stem's max pool output; its ``conv5`` 1x1 feeds the
+classifier and is left out.) The CIFAR and mini models work too, at strides 1, 2, 4 and 2, 4, 8.
 """
 
 from __future__ import annotations
