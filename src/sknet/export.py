@@ -153,7 +153,7 @@ def export_model(
     """Export ``model`` to ``output``, then load the file, run it and compare it with the eager model.
 
     Args:
-        model: The model (its weights loaded); it is not modified.
+        model: The model (its weights loaded); it is put in eval mode, otherwise left as it is.
         output: Destination file.
         fmt: ``"onnx"``, ``"torchscript"`` or ``"exported"`` (``torch.export``'s ``.pt2``).
         input_size: ``(C, H, W)`` of the example and check inputs.
