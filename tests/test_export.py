@@ -169,6 +169,27 @@ def test_cli_exports_a_shared_weights_file_and_records_the_model(tmp_path, capsy
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert (sk_export.run_exported(out, "onnx", x) - model(x)).abs().max().item() <= 1e-4
+    if _fuse_available():
+        fused = tmp_path / "w_fused.onnx"
+        assert main(["export", "--checkpoint", str(weights), "-o", str(fused), "--fuse"]) == 0
+        assert {p.key: p.value for p in onnx.load(str(fused)).metadata_props}["sknet.fused"] == "True"
+        with torch.no_grad():
+            assert (sk_export.run_exported(fused, "onnx", x[:1]) - model(x[:1])).abs().max().item() <= 1e-4
+
+
+def test_shared_weights_round_trip_gives_identical_outputs_and_features(tmp_path):
+    overrides = dict(branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)], reduction=8)
+    model = conditioned(sknet.create_model("sknet26", num_classes=12, **overrides), (3, 64, 64))
+    path = sknet.save_weights(model, tmp_path / "sk26.safetensors", provenance={"run": "test"})
+    loaded = sknet.load_model(path).eval()
+    assert loaded.pretrained_cfg["overrides"]["reduction"] == 8 and loaded.pretrained_cfg["provenance"] == {
+        "run": "test"
+    }
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        a, b = sknet.features(model)(x), sknet.features(loaded)(x)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_model_and_weights_and_a_training_checkpoint(tmp_path, capsys):
