@@ -91,6 +91,52 @@ def test_fast_path_matches_reference_outputs_and_gradients(name, stride, trainin
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("lean", [True, False])
+def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean, monkeypatch):
+    """The memory-lean two-branch training step (custom autograd) against plain autograd on the
+    same fast path, also with frozen attention and frozen first branch."""
+    monkeypatch.setattr(SKConv, "lean_training", lean)
+    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
+    assert sk._lean_training_applies() is lean
+    for p in [*sk.attn.parameters(), *sk.paths[0].parameters()]:
+        p.requires_grad_(False)
+    x = torch.randn(16, 16, 9, 9)
+    ref_out, ref_gx, ref_grads, ref_stats = _run(sk, x, "reference")
+    out, gx, grads, stats = _run(sk, x, "fast")
+    assert_close_rel(out, ref_out)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-5 * ref_gx.abs().max().item())
+    for n, g in ref_grads.items():
+        assert (g is None) == (grads[n] is None), n
+        if g is not None:
+            torch.testing.assert_close(grads[n], g, rtol=1e-5, atol=1e-5 * g.abs().max().item())
+    for n in stats:
+        torch.testing.assert_close(stats[n], ref_stats[n], rtol=RTOL, atol=1e-7)
+
+
+def test_lean_training_step_keeps_fewer_tensors():
+    """Autograd keeps the two conv outputs and the select output for an SK conv, not the
+    four BN/ReLU maps of plain autograd (counted with saved-tensor hooks)."""
+    sk = SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8).train()
+    x = torch.randn(8, 16, 12, 12, requires_grad=True)
+
+    def saved_bytes(lean: bool) -> int:
+        seen = {}
+
+        def pack(t):
+            if t.dim() == 4 and t.shape[-1] == 12:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        sk.lean_training = lean
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            sk(x).sum().backward()
+        return sum(seen.values())
+
+    one_map = 8 * 16 * 12 * 12 * 4
+    assert saved_bytes(False) >= 4 * one_map  # input, two BN inputs, two ReLU outputs...
+    assert saved_bytes(True) <= 3 * one_map  # input and the two conv outputs
+
+
 @pytest.mark.parametrize("name", ["M2-grouped", "M3-grouped", "M3-depthwise"])
 @pytest.mark.parametrize("training", [True, False])
 def test_fast_path_is_the_same_maths_in_float64(name, training):
@@ -118,6 +164,9 @@ def test_fast_path_without_autograd_matches(name):
         fast_no_grad = sk(x)
     assert_close_rel(fast, ref)
     assert_close_rel(fast_no_grad, ref)
+    sk.fold_eval_bn = False  # the ablation switch: BN applied by the module, same result
+    with torch.inference_mode():
+        assert_close_rel(sk(x), ref)
 
 
 def test_whole_network_fast_matches_reference_in_training():
@@ -274,3 +323,13 @@ def test_compiled_fullgraph_matches_eager():
     compiled = torch.compile(sk, fullgraph=True)
     with torch.no_grad():
         assert_close_rel(compiled(x), sk(x), rtol=1e-4)  # inductor reorders sums
+
+
+def test_fuse_is_callable_from_the_package_and_the_module():
+    import sknet.fuse as fuse_module
+
+    model = randomize_bn(sknet.create_model("sknet_mini")).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(sknet.fuse(model)(x), sknet.fuse.fuse(model)(x))
+        torch.testing.assert_close(fuse_module.fuse(model)(x), sknet.fuse(model)(x))

@@ -1,5 +1,6 @@
 """sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch."""
 
+from . import fuse  # callable module: sknet.fuse(model) == sknet.fuse.fuse(model)
 from .complexity import Complexity, complexity
 from .export import export_model
 from .features import FeatureExtractor, features, fpn_backbone, fx_leaf_modules
@@ -19,6 +20,7 @@ __all__ = [
     "export_model",
     "features",
     "fpn_backbone",
+    "fuse",
     "fx_leaf_modules",
     "get_model_entry",
     "list_models",

@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = [
     "sknet.model_table",
     "sknet.export",
+    "sknet.bench",
 ]
 
 

@@ -19,6 +19,8 @@ inference only: BatchNorms are gone, so training it would not train the paper's 
 from __future__ import annotations
 
 import copy
+import sys
+import types
 
 import torch
 from torch import nn
@@ -141,3 +143,14 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
                 setattr(module, conv_name, fold_bn_into_conv(conv, bn))
                 setattr(module, bn_name, nn.Identity())
     return model
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``sknet.fuse(model)`` work as well as ``sknet.fuse.fuse(model)``: the package exports
+    this module (not the function, which would shadow the module that export code imports)."""
+
+    def __call__(self, model: nn.Module, inplace: bool = False) -> nn.Module:
+        return fuse(model, inplace=inplace)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -216,6 +216,12 @@ class SKConv(nn.Module):
             self.attn = None
         self.impl: str | None = None  # None: the global choice (set_sk_impl); or one of SK_IMPLS
 
+    # Parts of the fast path that can be switched off (class-wide or per instance), for the
+    # ablation in docs/performance.md: the memory-lean two-branch training step (_LeanSelect),
+    # and folding each branch's BN into its conv in eval mode.
+    lean_training: bool = True
+    fold_eval_bn: bool = True
+
     @property
     def num_paths(self) -> int:
         return len(self.paths)
@@ -244,7 +250,14 @@ class SKConv(nn.Module):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`forward_reference` with fewer passes over memory (module docstring)."""
-        feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
+        if self._lean_training_applies():
+            convs = [path.conv(x) for path in self.paths]  # 2 x (B, C, H, W), before BN
+            bn_params = [t for path in self.paths for t in (path.bn.weight, path.bn.bias)]
+            return _LeanSelect.apply(self, *convs, *bn_params, *self.attn.parameters())
+        if self.fold_eval_bn:
+            feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
+        else:
+            feats = [path(x) for path in self.paths]
         if len(feats) == 1:
             return feats[0]
         if self.attn is None:
@@ -272,6 +285,21 @@ class SKConv(nn.Module):
             out.addcmul_(feats[m], a[:, m])
         return out  # (B, C, H, W)
 
+    def _lean_training_applies(self) -> bool:
+        """The memory-lean two-branch training step (:class:`_LeanSelect`) covers: training with
+        autograd recording, eager mode, M = 2 attention, plain conv -> BN -> ReLU branches."""
+        if not (self.training and self.lean_training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return False
+        if self.attn is None or len(self.paths) != 2:
+            return False
+        for path in self.paths:
+            bn = path.bn
+            if type(bn) is not nn.BatchNorm2d or not bn.affine or bn.running_var is None or not bn.training:
+                return False
+            if not isinstance(path.act, nn.ReLU):
+                return False
+        return True
+
     @staticmethod
     def _branch(path: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
@@ -288,3 +316,83 @@ class SKConv(nn.Module):
 
     def extra_repr(self) -> str:
         return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}"
+
+
+def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The running-average factor ``nn.BatchNorm2d.forward`` uses for this step (and its step count)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    return factor
+
+
+class _LeanSelect(torch.autograd.Function):
+    """Two-branch ``BN -> ReLU -> fuse -> select`` in training, keeping only the conv outputs.
+
+    Plain autograd keeps, per branch, the BN input and the ReLU output (4 feature maps for an
+    SK conv against 2 for ResNeXt's grouped conv). This keeps the two BN inputs ``c_m`` and
+    the per-channel statistics; the backward recomputes ``U_m = ReLU(BN(c_m))`` (cheap
+    elementwise passes) and folds the pooling gradient into the branch gradients, so no
+    full-size tensor is spent on it. The attention MLP runs inside, as a module call (its
+    forward hooks fire), on a detached ``s``; its backward is a nested ``autograd.grad``.
+    Used only in eager mode; under ``torch.compile`` the plain path runs and Inductor fuses it.
+    """
+
+    @staticmethod
+    def forward(ctx, sk: SKConv, c1, c2, w1, b1, w2, b2, *attn_params):
+        bns = [sk.paths[0].bn, sk.paths[1].bn]
+        feats, stats = [], []
+        for c, bn in zip((c1, c2), bns):
+            y, mean, invstd = torch.native_batch_norm(
+                c, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, _bn_momentum(bn), bn.eps
+            )
+            feats.append(y.relu_())  # U_m, freed when forward returns
+            stats += [mean, invstd]
+        s = feats[0].mean((2, 3)) + feats[1].mean((2, 3))  # (B, C) = GAP(U)
+        with torch.enable_grad():
+            s_leaf = s.detach().requires_grad_(True)
+            a = sk.attn(s_leaf)  # (B, 2, C)
+        a1 = a[:, 0].detach()[:, :, None, None]  # (B, C, 1, 1)
+        out = feats[1].lerp_(feats[0], a1)  # U_2 + a_1 (U_1 - U_2)
+        ctx.sk, ctx.s_leaf, ctx.a = sk, s_leaf, a
+        ctx.save_for_backward(c1, c2, a1, *stats)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        sk, s_leaf, a = ctx.sk, ctx.s_leaf, ctx.a
+        c1, c2, a1, m1, i1, m2, i2 = ctx.saved_tensors
+        bns = [sk.paths[0].bn, sk.paths[1].bn]
+        feats = []
+        for c, bn, mean, invstd in ((c1, bns[0], m1, i1), (c2, bns[1], m2, i2)):
+            scale = bn.weight * invstd  # (C,)
+            shift = bn.bias - mean * scale
+            feats.append(torch.addcmul(shift[:, None, None], c, scale[:, None, None]).relu_())  # U_m again
+        # dL/da_1 = sum_hw grad * (U_1 - U_2)
+        d = feats[0] - feats[1]
+        grad_a = torch.zeros_like(a)
+        grad_a[:, 0] = d.mul_(grad).sum((2, 3))
+        del d
+        params = list(sk.attn.parameters())
+        trainable = [p for p in params if p.requires_grad]
+        ds, *g_trainable = torch.autograd.grad(a, [s_leaf, *trainable], grad_a, allow_unused=True)
+        g_iter = iter(g_trainable)
+        g_params = [next(g_iter) if p.requires_grad else None for p in params]
+        ds = (ds / (c1.shape[2] * c1.shape[3]))[:, :, None, None]  # (B, C, 1, 1): the pooling's share of U_m
+        out = [None]
+        bn_grads = []
+        for feat, weight, c, bn, mean, invstd in (
+            (feats[0], a1, c1, bns[0], m1, i1),
+            (feats[1], 1 - a1, c2, bns[1], m2, i2),
+        ):
+            g_feat = torch.addcmul(ds, grad, weight)  # dL/dU_m
+            g_y = torch.ops.aten.threshold_backward(g_feat, feat, 0)  # through the ReLU
+            del g_feat
+            gc, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                g_y, c, bn.weight, bn.running_mean, bn.running_var, mean, invstd, True, bn.eps, [True, True, True]
+            )
+            out.append(gc)
+            bn_grads += [gw, gb]
+        return (*out, *bn_grads, *g_params)

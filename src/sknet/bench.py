@@ -1,0 +1,422 @@
+"""``sknet bench``: throughput and peak memory against ResNeXt-50, all measured in one process.
+
+Every model is built once; after a warm-up, rounds interleave the models (round 1: A, B, C;
+round 2: A, B, C; ...) so that a slow spell of a shared machine hits them all alike, and the
+median over rounds is reported with the ratio to the reference model of the same run.
+
+Model specs:
+
+- a registered sknet model (``sknet50``), with the fast SK path (the default);
+- ``sknet50@reference``: the same model on the plain reference SK path;
+- ``sknet50@nolean``, ``sknet50@nofold``, ``sknet50@nolean,nofold``: the fast path with its
+  memory-lean training step, or its eval-mode BN folding, switched off (the ablation);
+- ``sknet50+fuse``: after :func:`sknet.fuse.fuse` (inference only);
+- ``torchvision:resnext50_32x4d`` and ``timm:skresnext50_32x4d`` (random weights; suffix
+  ``+fuse`` works for torchvision ResNets too).
+
+Peak memory is the largest total of live tensor bytes during one step (an inference batch, or
+forward + backward + optimizer step) that belong to the model being measured: the bytes of its
+tensors live before the step (parameters, buffers, optimizer state, the input batch; gradients
+are freed by ``zero_grad``) plus the peak of what the step allocates on top. On CUDA the latter
+is ``torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()`` around the step (after
+resetting the peak), so the other models held for the interleaved rounds do not count. The CPU
+has no allocator statistics; there it is replayed from the PyTorch profiler's memory events
+(``profile_memory=True``: every allocation and free of the CPU allocator, with its address, in
+order). Process RSS is not used: it includes the allocator's cached pages, the Python heap and
+libraries, and never goes down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .io import atomic_write
+
+DEFAULT_MODELS = ("sknet50", "torchvision:resnext50_32x4d", "timm:skresnext50_32x4d")
+DEFAULT_REFERENCE = "torchvision:resnext50_32x4d"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+MODES = ("inference", "train")
+
+
+@dataclass
+class BenchConfig:
+    """What to measure; the CLI flags map one to one onto these fields."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    reference: str = DEFAULT_REFERENCE
+    modes: tuple[str, ...] = MODES
+    device: str = "cpu"
+    batch_size: int = 8
+    train_batch_size: int | None = None  # None: same as batch_size
+    input_size: int = 224
+    dtype: str = "fp32"
+    memory_format: str = "channels_last"
+    compile: bool = False
+    threads: int | None = None  # None: PyTorch's default
+    warmup: int = 2
+    rounds: int = 5
+    iters: int = 1  # steps per timed measurement
+    memory: bool = True
+    num_classes: int = 1000
+
+    def check(self) -> None:
+        if not self.models:
+            raise ValueError("give at least one model to benchmark")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"--memory-format must be one of {list(MEMORY_FORMATS)}, got {self.memory_format!r}")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise ValueError(f"--modes entries must be in {MODES}, got {mode!r}")
+        for name, v in [("batch size", self.batch_size), ("input size", self.input_size), ("rounds", self.rounds)]:
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.warmup < 0 or self.iters < 1:
+            raise ValueError(f"need warmup >= 0 and iters >= 1, got {self.warmup} and {self.iters}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but torch.cuda.is_available() is False; use --device cpu")
+
+
+@dataclass
+class Result:
+    model: str
+    mode: str
+    batch_size: int
+    img_per_s: float  # median over rounds
+    img_per_s_rounds: list[float] = field(default_factory=list)
+    peak_mem_mb: float | None = None
+    ratio: float | None = None  # throughput / reference's
+    mem_ratio: float | None = None  # peak memory / reference's
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- models
+
+
+def input_channels(spec: str) -> int:
+    """Image channels a spec's model takes (3 for torchvision / timm models)."""
+    name = spec.removesuffix("+fuse").split("@", 1)[0]
+    if ":" in name:
+        return 3
+    from .models import get_model_entry
+
+    return get_model_entry(name).input_size[0]
+
+
+def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
+    """A model from a spec (module docstring). Random weights: nothing is downloaded."""
+    name, fused = (spec[: -len("+fuse")], True) if spec.endswith("+fuse") else (spec, False)
+    impl = None
+    if "@" in name:
+        name, impl = name.split("@", 1)
+    if name.startswith("torchvision:"):
+        import torchvision
+
+        model = torchvision.models.get_model(name.split(":", 1)[1], weights=None, num_classes=num_classes)
+    elif name.startswith("timm:"):
+        import timm
+
+        model = timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=num_classes)
+    else:
+        from .models import create_model
+
+        model = create_model(name, num_classes=num_classes)
+    if impl is not None:
+        from .layers import SK_IMPLS, SKConv
+
+        options = impl.split(",")
+        known = (*SK_IMPLS, "nolean", "nofold")
+        for opt in options:
+            if opt not in known:
+                raise ValueError(f"unknown SK option {opt!r} in {spec!r}; use one of {known}")
+        for m in model.modules():
+            if isinstance(m, SKConv):
+                m.impl = "reference" if "reference" in options else "fast"
+                m.lean_training = "nolean" not in options
+                m.fold_eval_bn = "nofold" not in options
+    if fused:
+        from .fuse import fuse
+
+        model = fuse(model)
+    return model
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors``."""
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            if s.data_ptr() not in seen:
+                seen.add(s.data_ptr())
+                total += s.nbytes()
+    return total
+
+
+def _cpu_peak_alloc_bytes(fn) -> int:
+    """Peak of the bytes allocated during ``fn()`` and still live, from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    mem = [e for e in events if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0]
+    mem.sort(key=lambda e: (e["ts"], e["args"].get("Ev Idx", 0)))
+    live: dict[int, int] = {}
+    current = peak = 0
+    for e in mem:
+        nbytes, addr = int(e["args"]["Bytes"]), e["args"]["Addr"]
+        if nbytes > 0:
+            live[addr] = live.get(addr, 0) + nbytes
+            current += nbytes
+            peak = max(peak, current)
+        elif addr in live:  # frees of tensors allocated before fn() do not count
+            freed = min(-nbytes, live[addr])
+            live[addr] -= freed
+            current -= freed
+            if live[addr] == 0:
+                del live[addr]
+    return peak
+
+
+class Runner:
+    """One model in one mode: builds the step, runs it, measures it."""
+
+    def __init__(self, spec: str, mode: str, cfg: BenchConfig, device: torch.device) -> None:
+        self.spec, self.mode, self.cfg, self.device = spec, mode, cfg, device
+        self.batch = cfg.batch_size if mode == "inference" else (cfg.train_batch_size or cfg.batch_size)
+        fmt = MEMORY_FORMATS[cfg.memory_format]
+        model = build_model(spec, cfg.num_classes).to(device=device, memory_format=fmt)
+        model.train(mode == "train")
+        self.model = model
+        self.step_model = torch.compile(model) if cfg.compile else model
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(self.batch, input_channels(spec), cfg.input_size, cfg.input_size, generator=g)
+        self.x = x.to(device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, cfg.num_classes, (self.batch,), generator=g).to(device)
+        self.optimizer = None
+        if mode == "train":  # the usual ImageNet recipe's optimizer; a small lr keeps random data finite
+            self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
+        self.dtype = DTYPES[cfg.dtype]
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self) -> None:
+        if self.mode == "inference":
+            with torch.inference_mode(), self._autocast():
+                self.step_model(self.x)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = F.cross_entropy(self.step_model(self.x), self.y)
+        loss.backward()
+        self.optimizer.step()
+
+    def time_once(self) -> float:
+        """Images per second over ``iters`` steps."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(self.cfg.iters):
+            self.step()
+        _sync(self.device)
+        return self.batch * self.cfg.iters / (time.perf_counter() - t0)
+
+    def peak_memory_bytes(self) -> int:
+        """This model's peak live bytes during one step (module docstring)."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        live = [*self.model.parameters(), *self.model.buffers(), self.x, self.y]
+        if self.optimizer is not None:
+            live += [v for state in self.optimizer.state.values() for v in state.values()]
+        if self.device.type == "cuda":
+            _sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            self.step()
+            _sync(self.device)
+            return _storage_bytes(live) + torch.cuda.max_memory_allocated(self.device) - before
+        return _storage_bytes(live) + _cpu_peak_alloc_bytes(self.step)
+
+
+def run_bench(cfg: BenchConfig, log=print) -> dict:
+    """Measure every (model, mode) and return a JSON-ready report."""
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # pick the fastest kernels for these fixed shapes
+    specs = list(dict.fromkeys([cfg.reference, *cfg.models]))  # reference first, no duplicates
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    t_start = time.time()
+    results: list[Result] = []
+    for mode in cfg.modes:
+        runners: list[Runner] = []
+        for spec in specs:
+            if mode == "train" and spec.endswith("+fuse"):
+                continue  # a fused model has no BatchNorm left to train
+            runners.append(Runner(spec, mode, cfg, device))
+        for r in runners:  # warm-up (and compilation)
+            for _ in range(cfg.warmup):
+                r.step()
+        rounds: dict[str, list[float]] = {r.spec: [] for r in runners}
+        for i in range(cfg.rounds):
+            for r in runners:
+                rounds[r.spec].append(r.time_once())
+            log(f"[{mode}] round {i + 1}/{cfg.rounds}: " + ", ".join(f"{s} {v[-1]:.1f}" for s, v in rounds.items()))
+        for r in runners:
+            res = Result(r.spec, mode, r.batch, statistics.median(rounds[r.spec]), rounds[r.spec])
+            if cfg.memory:
+                res.peak_mem_mb = r.peak_memory_bytes() / 2**20
+            results.append(res)
+        del runners
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for res in results:
+        ref = next((x for x in results if x.model == cfg.reference and x.mode == res.mode), None)
+        if ref is not None:
+            res.ratio = res.img_per_s / ref.img_per_s
+            if res.peak_mem_mb and ref.peak_mem_mb:
+                res.mem_ratio = res.peak_mem_mb / ref.peak_mem_mb
+    return dict(
+        config=asdict(cfg),
+        environment=environment(device),
+        load_average_before=load_before,
+        load_average_after=os.getloadavg() if hasattr(os, "getloadavg") else None,
+        wall_s=round(time.time() - t_start, 1),
+        command=" ".join(sys.argv),
+        results=[asdict(r) for r in results],
+    )
+
+
+def environment(device: torch.device) -> dict:
+    env = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        platform=platform.platform(),
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        date_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    )
+    for lib in ("torchvision", "timm"):
+        with contextlib.suppress(ImportError):
+            env[lib] = __import__(lib).__version__
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def format_table(report: dict) -> str:
+    cfg = report["config"]
+    ref = cfg["reference"]
+    head = (
+        f"device={cfg['device']} dtype={cfg['dtype']} {cfg['memory_format']} "
+        f"{'compiled' if cfg['compile'] else 'eager'} input={cfg['input_size']} "
+        f"threads={report['environment']['torch_threads']} rounds={cfg['rounds']} (median); ratios vs {ref}"
+    )
+    lines = [head, f"{'mode':<10} {'model':<34} {'batch':>5} {'img/s':>9} {'ratio':>7} {'peak MB':>9} {'mem ratio':>9}"]
+    for r in report["results"]:
+        mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
+        lines.append(
+            f"{r['mode']:<10} {r['model']:<34} {r['batch_size']:>5} {r['img_per_s']:>9.2f} "
+            f"{_fmt_ratio(r['ratio']):>7} {mem:>9} {_fmt_ratio(r['mem_ratio']):>9}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt_ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}x"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run(args) -> int:
+    cfg = BenchConfig(
+        models=tuple(args.models) if args.models else DEFAULT_MODELS,
+        reference=args.reference,
+        modes=tuple(args.modes),
+        device=args.device,
+        batch_size=args.batch_size,
+        train_batch_size=args.train_batch_size,
+        input_size=args.input_size,
+        dtype=args.dtype,
+        memory_format=args.memory_format,
+        compile=args.compile,
+        threads=args.threads,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        iters=args.iters,
+        memory=not args.no_memory,
+    )
+    report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr))
+    print(format_table(report))
+    if args.json:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="throughput and peak memory vs ResNeXt-50 (inference and training step), in one process",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("models", nargs="*", help=f"model specs (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--reference", default=DEFAULT_REFERENCE, help="model the ratios are taken against")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--batch-size", type=int, default=8, help="inference batch (and training batch unless given)")
+    p.add_argument("--train-batch-size", type=int, default=None)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="bf16/fp16 run under torch.autocast")
+    p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS))
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (default: eager)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model before the rounds")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds; the median is reported")
+    p.add_argument("--iters", type=int, default=1, help="steps per timed measurement")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak memory pass")
+    p.add_argument("--json", default=None, help="also write the full report (config, versions, rounds) here")
+    p.set_defaults(func=_run)
