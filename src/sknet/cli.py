@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "sknet.model_table",
     "sknet.train",
     "sknet.evaluate",
+    "sknet.export",
     "sknet.bench",
 ]
 

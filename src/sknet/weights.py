@@ -200,15 +200,38 @@ def read_metadata(path: str | Path) -> dict:
     return out
 
 
+def _training_checkpoint_record(path: str | Path) -> dict | None:
+    """The model record of a training checkpoint (``{"model": ..., "config": {"model": NAME, ...}}``).
+
+    ``num_classes`` comes from the config, else from the classifier's weight; overrides
+    from ``config["overrides"]`` (none if absent).
+    """
+    sd, meta = read_state_dict(path)
+    config = meta.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        return None
+    num_classes = config.get("num_classes")
+    if not isinstance(num_classes, int) and "fc.weight" in sd:
+        num_classes = sd["fc.weight"].shape[0]
+    overrides = config.get("overrides") or {}
+    return dict(format="sknet", model_name=config["model"], num_classes=num_classes, overrides=overrides)
+
+
 def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a .safetensors file written by :func:`save_weights`."""
+    """Rebuild a model from a file that records which model it holds.
+
+    That is a .safetensors file written by :func:`save_weights`, or a training checkpoint
+    (``torch.save`` of ``{"model": state_dict, "config": {"model": NAME, ...}}``).
+    """
     from .models import create_model
 
     meta = read_metadata(path)
     if meta.get("format") != "sknet" or "model_name" not in meta:
+        meta = _training_checkpoint_record(path) or meta
+    if meta.get("format") != "sknet" or "model_name" not in meta:
         raise ValueError(
-            f"{str(path)!r} has no sknet metadata record; build the model yourself and pass "
-            "weights=PATH to create_model(name, ...)"
+            f"{str(path)!r} has no sknet metadata record (which model, which overrides); build the model "
+            "yourself and pass weights=PATH to create_model(name, ...) (CLI: --model NAME --weights PATH)"
         )
     model = create_model(meta["model_name"], num_classes=meta.get("num_classes"), **meta.get("overrides", {}))
     load_weights(model, path, model_name=meta["model_name"])
