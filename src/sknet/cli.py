@@ -9,6 +9,7 @@ import sys
 # Modules that add a sub-command through ``register_cli(subparsers)``.
 COMMAND_MODULES = [
     "sknet.model_table",
+    "sknet.analysis_cli",
 ]
 
 
