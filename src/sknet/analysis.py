@@ -117,7 +117,7 @@ def find_sk_units(model: nn.Module) -> list[SKUnit]:
         counts[base] = counts.get(base, 0) + 1
     units = []
     for (path, module, rfs), (base, rest) in zip(found, names):
-        name = base if counts[base] == 1 else f"{base}{rest}" if rest else path
+        name = base if counts[base] == 1 else f"{base}.{rest}" if rest else path
         units.append(SKUnit(name, path, module, rfs))
     return units
 

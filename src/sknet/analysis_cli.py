@@ -188,9 +188,11 @@ def plot_examples(images: list[torch.Tensor], scales, mean, std, n: int = 6):
     sd = torch.tensor(std or (1.0,)).view(-1, 1, 1)
     for r, (s, x) in enumerate(zip(scales, images)):
         for c in range(n):
-            img = (x[c].cpu() * sd + m).clamp(0, 1)
+            img = (x[c].float().cpu() * sd + m).clamp(0, 1).numpy()
             ax = axes[r][c]
-            ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
+            ax.imshow(
+                img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
