@@ -109,6 +109,8 @@ class ScaledFashionMNIST(Dataset):
         max_items: Keep only the first ``max_items`` items (their factors and positions
             are those of the full set).
         normalize: Subtract :data:`SCALED_MEAN` and divide by :data:`SCALED_STD`.
+        transform: Applied to the uint8 ``(1, canvas, canvas)`` image instead of the plain
+            conversion (training augmentation; a ``SeededTransform`` gets the index too).
     """
 
     classes = FASHION_CLASSES
@@ -122,6 +124,7 @@ class ScaledFashionMNIST(Dataset):
         scale_range: tuple[float, float] = (0.75, 2.0),
         max_items: int | None = None,
         normalize: bool = True,
+        transform=None,
     ) -> None:
         low, high = scale_range
         if not (0 < low <= high and round(BASE_SIZE * high) <= canvas):
@@ -154,6 +157,7 @@ class ScaledFashionMNIST(Dataset):
         self.sides = torch.from_numpy(sides)
         self.offsets = torch.from_numpy(offsets)
         self.normalize = normalize
+        self.transform = transform
         self.mean = SCALED_MEAN if normalize else (0.0,)
         self.std = SCALED_STD if normalize else (1.0,)
         self.images = self._paste(base, sides, offsets)  # (N, canvas, canvas) uint8
@@ -178,7 +182,13 @@ class ScaledFashionMNIST(Dataset):
         return x
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self._to_float(self.images[index])[None], int(self.targets[index])  # (1, H, W)
+        img = self.images[index][None]  # (1, H, W) uint8
+        if self.transform is None:
+            return self._to_float(img), int(self.targets[index])
+        from .data import SeededTransform
+
+        x = self.transform(img, index) if isinstance(self.transform, SeededTransform) else self.transform(img)
+        return x, int(self.targets[index])
 
     def render(self, index: int, scales: Sequence[float]) -> torch.Tensor:
         """Item ``index`` drawn centred at each factor in ``scales``, shape ``(S, 1, canvas, canvas)``.
@@ -197,3 +207,53 @@ class ScaledFashionMNIST(Dataset):
             top = (self.canvas - side) // 2
             out[k, top : top + side, top : top + side] = _resize(self.base[index : index + 1], side)[0]
         return self._to_float(out)[:, None]  # (S, 1, H, W)
+
+
+# --------------------------------------------------------------------------- data registry
+
+DATA_SEED = 0  # placements are part of the data set: the same for every training seed
+
+
+def fashion_mnist_scaled(root: Path, split: str, *, train: bool, options: dict) -> ScaledFashionMNIST:
+    """Builder for ``sknet.data.build_dataset("fashion-mnist-scaled", ...)``.
+
+    Factors and positions come from ``options["data_seed"]`` (default 0), not from the
+    training seed, so every run of a study sees the same images. Training augmentation:
+    horizontal flip (``hflip``) and, only if ``pad`` is given, pad + random crop; the
+    random placement already varies position and size. Options ``canvas`` and
+    ``scale_range`` change the geometry.
+    """
+    from torchvision.transforms import v2 as T
+
+    from .data import DatasetInfo, SeededTransform
+
+    canvas = int(options.get("canvas", 56))
+    info = DatasetInfo("fashion-mnist-scaled", 10, (1, canvas, canvas), SCALED_MEAN, SCALED_STD, FASHION_CLASSES)
+    steps: list = [T.ToImage()]
+    if train and options.get("pad"):
+        steps.append(T.RandomCrop(canvas, padding=int(options["pad"])))
+    if train and options.get("hflip", True):
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(SCALED_MEAN, SCALED_STD)]
+    tf = T.Compose(steps)
+    ds = ScaledFashionMNIST(
+        root,
+        train=split == "train",
+        seed=int(options.get("data_seed", DATA_SEED)),
+        canvas=canvas,
+        scale_range=tuple(options.get("scale_range", (0.75, 2.0))),
+        transform=SeededTransform(tf, options.get("seed", 0)) if train else tf,
+    )
+    ds.info = info
+    return ds
+
+
+def _register() -> None:
+    """Add the builder to the data registry (``sknet/data.py`` imports this module)."""
+    from .data import DATASETS, DEFAULT_ROOTS
+
+    DATASETS.setdefault("fashion-mnist-scaled", fashion_mnist_scaled)
+    DEFAULT_ROOTS.setdefault("fashion-mnist-scaled", DEFAULT_ROOTS["fashion-mnist"])
+
+
+_register()
