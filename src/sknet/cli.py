@@ -9,7 +9,10 @@ import sys
 # Modules that add a sub-command through ``register_cli(subparsers)``.
 COMMAND_MODULES = [
     "sknet.model_table",
+    "sknet.train",
+    "sknet.evaluate",
     "sknet.analysis_cli",
+    "sknet.study",
 ]
 
 

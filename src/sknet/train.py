@@ -1,0 +1,569 @@
+"""``sknet train``: the paper's recipes on one process or many (torchrun), with exact resume.
+
+One config object: :class:`TrainConfig` holds the defaults, a YAML recipe in ``configs/``
+overrides them, command-line flags override that. The resolved config is written to
+``OUTPUT/config.yaml`` and into every checkpoint.
+
+A run leaves in ``OUTPUT``: ``checkpoint.pt`` (latest, for ``--resume``),
+``model.safetensors`` (final weights + metadata, :func:`sknet.save_weights`),
+``metrics.csv`` (one row per epoch), ``curves.png`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from . import distributed as dist
+from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .data import build_dataset, collate_skip, set_epoch
+from .engine import NonFiniteLossError, evaluate, train_one_epoch
+from .io import atomic_write
+from .models import create_model, get_model_entry
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults: the Fashion-MNIST demo model on CPU."""
+
+    # what
+    model: str = "sknet_mini"
+    model_overrides: dict = field(default_factory=dict)  # create_model(**overrides), e.g. {layers: [2, 2, 2]}
+    dataset: str = "fashion-mnist"  # imagenet | cifar10 | cifar100 | fashion-mnist | fake
+    data_dir: str | None = None  # None: the dataset's default folder
+    download: bool = False  # let torchvision fetch CIFAR / Fashion-MNIST if missing
+    train_limit: int | None = None  # use only the first N training images (smoke runs)
+    val_limit: int | None = None
+    # data augmentation (SPEC 3)
+    image_size: int | None = None  # crop size; None: the dataset's native size
+    crop_scale_min: float = 0.08  # random-size crop area range [min, 1] (photos)
+    pad: int | None = None  # pad + random crop instead (CIFAR: 4); None: the dataset's default
+    hflip: bool = True
+    eval_crop_ratio: float = 0.875  # resize to image_size / ratio, then centre crop
+    on_corrupt: str = "skip"  # unreadable images: skip (and count) or fail (naming the file)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128  # global: split across processes
+    lr: float = 0.1  # at lr_base_batch images per step; scaled linearly with batch_size
+    lr_base_batch: int | None = 256  # None: use lr as given
+    lr_schedule: str = "step"  # step | cosine
+    lr_milestones: list = field(default_factory=lambda: [30, 60, 90])  # epochs (step schedule)
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4  # not on BN parameters nor biases
+    label_smoothing: float = 0.0
+    # how
+    output: str = "runs/train"
+    resume: bool = False
+    max_steps: int | None = None  # stop after this many optimizer steps in total
+    checkpoint_every: int = 0  # steps; 0: at the end of every epoch only
+    device: str = "auto"
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False  # BatchNorm statistics over all processes
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    seed: int = 0
+    workers: int = 4
+    progress: bool = True
+    tensorboard: bool = False
+
+
+# Keys that may differ between a checkpoint and the run resuming it (they do not change
+# what is computed, or extend it); any other difference is a recipe mismatch.
+RESUMABLE_KEYS = {
+    "data_dir", "download", "epochs", "output", "resume", "max_steps", "checkpoint_every",
+    "device", "compile", "workers", "progress", "tensorboard",
+}  # fmt: skip
+CHOICES = {
+    "lr_schedule": ("step", "cosine"),
+    "amp": ("off", "bf16", "fp16"),
+    "on_corrupt": ("skip", "fail"),
+}
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML recipe; unknown keys are an error that lists the valid ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist (recipes are in configs/)")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a mapping of config keys, got {type(data).__name__}")
+    check_keys(data, f"config file {str(path)!r}")
+    return data
+
+
+def check_keys(data: dict, where: str) -> None:
+    unknown = sorted(set(data) - set(config_keys()))
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {unknown}; valid keys: {', '.join(config_keys())}")
+
+
+def resolve_config(config: TrainConfig | dict | str | Path | None = None, **overrides) -> TrainConfig:
+    """Defaults <- ``config`` (a TrainConfig, dict or YAML path) <- ``overrides``, validated."""
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    base = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config or {})
+    check_keys(base, "config")
+    check_keys(overrides, "overrides")
+    cfg = TrainConfig(**{**base, **overrides})
+    for key, valid in CHOICES.items():
+        if getattr(cfg, key) not in valid:
+            raise ValueError(f"{key} must be one of {valid}, got {getattr(cfg, key)!r}")
+    get_model_entry(cfg.model)  # unknown model: lists the valid ones
+    if cfg.batch_size < 1 or cfg.epochs < 1:
+        raise ValueError("batch_size and epochs must be positive")
+    return cfg
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv / linear weights only: none on BN parameters and biases (SPEC 1)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step LR multiplier: linear warm-up, then /10 at each milestone (or cosine to 0)."""
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        if epoch < cfg.warmup_epochs:
+            return (step + 1) / (cfg.warmup_epochs * steps_per_epoch)
+        if cfg.lr_schedule == "cosine":
+            t = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+
+    return factor
+
+
+def build_criterion(cfg: TrainConfig):
+    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
+    """Training and validation sets (limited if asked) and the training set's info."""
+    options = dict(
+        scale_min=cfg.crop_scale_min,
+        hflip=cfg.hflip,
+        eval_crop_ratio=cfg.eval_crop_ratio,
+        on_corrupt=cfg.on_corrupt,
+        download=cfg.download,
+        seed=cfg.seed,
+        input_size=(in_chans, *(2 * [cfg.image_size] if cfg.image_size else input_hw)),  # fake data only
+    )
+    if cfg.image_size:
+        options["crop"] = cfg.image_size
+    if cfg.pad is not None:
+        options["pad"] = cfg.pad
+    train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
+    val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options)
+    info = train_set.info
+    if cfg.train_limit:
+        train_set = Subset(train_set, range(min(cfg.train_limit, len(train_set))))
+    if cfg.val_limit:
+        val_set = Subset(val_set, range(min(cfg.val_limit, len(val_set))))
+    return train_set, val_set, info
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way (``start`` samples in), so a
+    resumed run sees exactly the batches the interrupted one had not seen yet."""
+
+    start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+def build_model(cfg: TrainConfig, info) -> tuple[nn.Module, dict]:
+    """The model for ``info``'s classes and channels; returns it and the overrides used."""
+    entry = get_model_entry(cfg.model)
+    overrides = dict(cfg.model_overrides)
+    if "in_chans" in entry.overrides and "in_chans" not in overrides and entry.input_size[0] != info.input_size[0]:
+        overrides["in_chans"] = info.input_size[0]  # e.g. an RGB model on grayscale data
+    model = create_model(cfg.model, num_classes=info.num_classes, **overrides)
+    return model, overrides
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    """Name every recipe key where the checkpoint's run and this one differ."""
+    current = dataclasses.asdict(cfg)
+    diff = [
+        f"{k}: checkpoint {saved.get(k)!r}, this run {current[k]!r}"
+        for k in current
+        if k not in RESUMABLE_KEYS and _plain(saved.get(k)) != _plain(current[k])
+    ]
+    if diff:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: it was written by another model or recipe ({'; '.join(diff)}). "
+            "Resume with the same settings (its config.yaml), or start a new run with another --output."
+        )
+
+
+def _plain(v):
+    """Tuples and lists compare equal (YAML has no tuples)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def write_metrics(out: Path, history: list[dict]) -> None:
+    """``metrics.csv`` and ``curves.png``, rewritten whole (atomically) every epoch."""
+    if not history:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(out / "metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with label smoothing)")
+    ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax2.plot(epochs, [100 - r["train_acc"] for r in history], "o-", label="train (augmented)")
+    ax2.plot(epochs, [r["val_top1_err"] for r in history], "o-", label="validation top-1")
+    ax2.set(xlabel="epoch", ylabel="error (%)", title="top-1 error")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def format_results(result: dict) -> str:
+    """The results table printed at the end of a run."""
+    rows = [
+        ("model", f"{result['model']} ({result['params_m']:.3f}M params)"),
+        ("dataset", f"{result['dataset']} ({result['val_images']:.0f} test images)"),
+        ("epochs / steps", f"{result['epochs']} / {result['steps']}"),
+        ("test top-1 accuracy", f"{100 - result['test_top1_err']:.2f} %"),
+        ("test top-1 / top-5 error", f"{result['test_top1_err']:.2f} % / {result['test_top5_err']:.2f} %"),
+        ("test loss", f"{result['test_loss']:.4f}"),
+        ("training throughput", f"{result['img_per_s']:.0f} img/s"),
+        ("wall time", f"{result['wall_time_s']:.0f} s"),
+        ("output", result["output"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(v) for _, v in rows))
+    return "\n".join([line, *(f"{k:<{width}} | {v}" for k, v in rows), line])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, **overrides) -> dict:
+    """Train a model; returns the final metrics.
+
+    Args:
+        config: A :class:`TrainConfig`, a dict of its fields or a YAML recipe path.
+        **overrides: Config fields on top, e.g. ``train("configs/fashion_mnist.yaml", epochs=2)``.
+
+    Returns:
+        ``test_top1_err``, ``test_top5_err``, ``test_loss`` (on the validation / test split),
+        ``train_loss``, ``train_acc``, ``epochs``, ``steps``, ``img_per_s``, ``wall_time_s``
+        (this call), ``train_time_s`` (all epochs, across resumes), ``params_m``, ``output``...
+
+    Raises:
+        ValueError: Bad config, data, or a checkpoint that does not fit.
+        NonFiniteLossError: The loss became NaN/inf; the last good checkpoint is kept.
+    """
+    cfg = resolve_config(config, **overrides)
+    rank, world, device = dist.init_distributed(cfg.device)
+    try:
+        return _train(cfg, rank, world, device)
+    finally:
+        dist.cleanup()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict:
+    t0 = time.perf_counter()
+    out, main = Path(cfg.output), rank == 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise ValueError(f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --output")
+    if cfg.resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"nothing to resume: {str(ckpt_path)!r} does not exist")
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} (global) does not split evenly over {world} processes")
+    seed_everything(cfg.seed + rank)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    entry = get_model_entry(cfg.model)
+    train_set, val_set, info = build_data(cfg, entry.input_size[0], entry.input_size[1:])
+    model, model_overrides = build_model(cfg, info)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and world > 1:
+        model = dist.convert_sync_batchnorm(model, device)
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+
+    per_rank = cfg.batch_size // world
+    sampler = ResumableSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    loader_args = dict(num_workers=cfg.workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
+    # Loaders draw their worker seeds from their own generator, not from the global RNG
+    # (whose state the checkpoint restores).
+    train_loader = DataLoader(
+        train_set, per_rank, sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed),
+        **loader_args,
+    )  # fmt: skip
+    val_loader = DataLoader(
+        Subset(val_set, range(rank, len(val_set), world)), per_rank, generator=torch.Generator(), **loader_args
+    )
+    steps_per_epoch = len(sampler) // per_rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training images make no batch of {cfg.batch_size}: lower --batch-size")
+
+    lr = cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
+    optimizer = torch.optim.SGD(
+        param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    criterion = build_criterion(cfg)
+
+    epoch, batch_in_epoch, step, totals, history = 0, 0, 0, None, []
+    if cfg.resume:
+        ck = load_checkpoint(ckpt_path)
+        check_resumable(ck["config"], cfg, ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        epoch, batch_in_epoch, step, totals, history = (ck[k] for k in ("epoch", "batch", "step", "totals", "history"))
+        if len(ck["rng"]) == world:
+            set_rng_state(ck["rng"][rank])
+        del ck
+    if main:
+        remove_stale_temporaries(out)  # left by a writer killed mid-write
+        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(dataclasses.asdict(cfg))))
+        print(
+            f"{cfg.model} ({params_m:.3f}M params) on {cfg.dataset}: {len(train_set)} train / {len(val_set)} val "
+            f"images, {world} process(es) on {device}, batch {cfg.batch_size}, lr {lr:g}, {steps_per_epoch} "
+            f"steps/epoch" + (f", resuming at epoch {epoch + 1} step {step}" if cfg.resume else ""),
+            flush=True,
+        )
+
+    raw_model = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd_model = torch.compile(model) if cfg.compile else model
+    meta = dict(
+        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, mean=list(info.mean),
+        std=list(info.std), classes=list(info.classes), input_size=[info.input_size[0], *2 * [cfg.image_size]]
+        if cfg.image_size else list(info.input_size),
+    )  # fmt: skip
+
+    def save(epoch: int, batch: int, step: int, totals: dict | None) -> None:
+        rngs = dist.gather_objects(rng_state())
+        if main:
+            save_checkpoint(
+                ckpt_path,
+                dict(
+                    model=raw_model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict() if scaler else None, epoch=epoch, batch=batch, step=step,
+                    totals=totals, rng=rngs, history=history, config=dataclasses.asdict(cfg), meta=meta,
+                ),
+            )  # fmt: skip
+
+    writer = _tensorboard(out) if cfg.tensorboard and main else None
+    last_eval = history[-1] if history and batch_in_epoch == 0 else None
+    try:
+        while epoch < cfg.epochs and (cfg.max_steps is None or step < cfg.max_steps):
+            sampler.set_epoch(epoch)
+            sampler.start = batch_in_epoch * per_rank
+            set_epoch(train_set, epoch)
+            start = batch_in_epoch
+
+            def on_step(step, batches, totals, epoch=epoch, start=start):
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    save(epoch, start + batches, step, totals)
+
+            r = train_one_epoch(
+                fwd_model, train_loader, optimizer, device, criterion=criterion, scheduler=scheduler, scaler=scaler,
+                amp=cfg.amp, channels_last=cfg.channels_last, step=step, max_steps=cfg.max_steps, on_step=on_step,
+                totals=totals, desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress,
+            )  # fmt: skip
+            step, totals = r["step"], None
+            if not r["completed"]:  # max_steps reached part-way through the epoch
+                batch_in_epoch = start + r["batches"]
+                save(
+                    epoch, batch_in_epoch, step, {k: r[k] for k in ("loss", "correct", "images", "skipped", "seconds")}
+                )
+                last_eval = None
+                break
+            val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
+                           desc="  eval", progress=cfg.progress)  # fmt: skip
+            epoch, batch_in_epoch = epoch + 1, 0
+            last_eval = dict(
+                epoch=epoch, step=step, train_loss=r["train_loss"], train_acc=r["train_acc"], val_loss=val["loss"],
+                val_top1_err=val["top1_err"], val_top5_err=val["top5_err"], lr=optimizer.param_groups[0]["lr"],
+                img_per_s=r["img_per_s"], epoch_s=r["seconds"], skipped=r["skipped"] + val["skipped"],
+            )  # fmt: skip
+            history.append(last_eval)
+            save(epoch, 0, step, None)
+            if main:
+                write_metrics(out, history)
+                if writer:
+                    for k, v in last_eval.items():
+                        writer.add_scalar(k, v, epoch)
+                print(
+                    f"epoch {epoch}/{cfg.epochs}: train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | "
+                    f"test loss {val['loss']:.4f} top-1 err {val['top1_err']:.2f}% top-5 err {val['top5_err']:.2f}%"
+                    f" | {r['img_per_s']:.0f} img/s, {r['seconds']:.0f} s",
+                    flush=True,
+                )
+    except NonFiniteLossError as e:
+        kept = f"the last good checkpoint, {ckpt_path} (step {load_checkpoint(ckpt_path)['step']}), is kept" if (
+            ckpt_path.exists()) else "no checkpoint had been written yet"  # fmt: skip
+        raise NonFiniteLossError(
+            f"{e}; training stopped and {kept}. Lower the learning rate (--lr), add warm-up, or use --amp off."
+        ) from None
+
+    if last_eval is None:  # stopped part-way through an epoch: evaluate what we have
+        val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last, progress=False)
+        last_eval = dict(val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
+    result = dict(
+        model=cfg.model, dataset=cfg.dataset, params_m=params_m, epochs=epoch, steps=step,
+        test_top1_err=last_eval["val_top1_err"], test_top5_err=last_eval["val_top5_err"],
+        test_loss=last_eval["val_loss"], train_loss=history[-1]["train_loss"] if history else float("nan"),
+        train_acc=history[-1]["train_acc"] if history else float("nan"),
+        img_per_s=(sum(r["img_per_s"] for r in history) / len(history)) if history else float("nan"),
+        train_time_s=sum(r["epoch_s"] for r in history), val_images=len(val_set),
+        wall_time_s=time.perf_counter() - t0, output=str(out),
+    )  # fmt: skip
+    if main:
+        from .weights import save_weights
+
+        metrics = {k: result[k] for k in ("test_top1_err", "test_top5_err", "test_loss", "epochs", "steps")}
+        save_weights(
+            raw_model, out / "model.safetensors", model_name=cfg.model, overrides=model_overrides,
+            num_classes=info.num_classes, input_size=tuple(meta["input_size"]), mean=info.mean, std=info.std,
+            metrics=metrics, classes=list(info.classes),
+            provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=world),
+        )  # fmt: skip
+        if writer:
+            writer.close()
+    return result
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+# --------------------------------------------------------------------------- CLI
+
+_FLAGS = [  # (flag, config key, type, help)
+    ("--model", "model", str, "registered model name (sknet models)"),
+    ("--dataset", "dataset", str, "imagenet | cifar10 | cifar100 | fashion-mnist | fake"),
+    ("--data-dir", "data_dir", str, "data folder (default: the dataset's usual place)"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--batch-size", "batch_size", int, "global batch size (split over processes)"),
+    ("--lr", "lr", float, "learning rate at lr_base_batch (256) images; scaled linearly with the batch"),
+    ("--output", "output", str, "run folder (checkpoint.pt, model.safetensors, metrics.csv, curves.png)"),
+    ("--max-steps", "max_steps", int, "stop after N optimizer steps in total, with a checkpoint"),
+    ("--checkpoint-every", "checkpoint_every", int, "also write the checkpoint every N steps"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N"),
+    ("--amp", "amp", str, "off | bf16 | fp16 mixed precision"),
+    ("--seed", "seed", int, "random seed"),
+    ("--workers", "workers", int, "data loader processes per training process"),
+]
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE (YAML value), got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _run(args) -> int:
+    config = args.config
+    if args.resume and config is None and (Path(args.output or "runs/train") / "config.yaml").is_file():
+        config = Path(args.output or "runs/train") / "config.yaml"  # resume the recipe that run used
+    overrides = {key: getattr(args, key) for _, key, _, _ in _FLAGS if getattr(args, key) is not None}
+    overrides.update(_parse_set(args.set))
+    for flag in ("resume", "channels_last", "compile", "sync_bn", "download", "tensorboard"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        result = train(config, **overrides)
+    except NonFiniteLossError as e:
+        print(f"sknet train: error: {e}", flush=True)
+        return 3
+    if dist.is_main():
+        print(format_results(result))
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("train", help="train a model (YAML recipe + flags; torchrun for many processes)")
+    p.add_argument("--config", help="YAML recipe, e.g. configs/fashion_mnist.yaml")
+    for flag, key, typ, help_ in _FLAGS:
+        p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", help="BatchNorm statistics over all processes")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR / Fashion-MNIST")
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT/tensorboard")
+    p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar / lines")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, YAML value")
+    p.set_defaults(func=_run)

@@ -1,0 +1,244 @@
+"""Training: the loss goes down, resume is exact, checkpoints survive kill -9, torchrun with
+2 processes matches one process, NaN stops cleanly, recipes load."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sknet.checkpoint import load_checkpoint
+from sknet.engine import NonFiniteLossError
+from sknet.train import TrainConfig, lr_factor, param_groups, resolve_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny run: the SK mini model on 16x16 synthetic images, 4 steps per epoch.
+TINY = dict(
+    model="sknet_mini", dataset="fake", image_size=16, train_limit=64, val_limit=32, batch_size=16, epochs=2,
+    workers=0, progress=False, lr=0.1, lr_base_batch=None,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from threads, and the shared 2-core machine punishes
+    # oversubscribed OpenMP threads badly.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(tmp_path: Path, name: str = "run", **kw) -> dict:
+    return dict(TINY, output=str(tmp_path / name), **kw)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def subprocess_env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    result = train(**tiny(tmp_path, epochs=4, lr_schedule="cosine"))
+    history = rows(tmp_path / "run")
+    assert len(history) == 4
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert result["test_top1_err"] < 90  # 10 classes: chance is 90 % error
+    for name in ("checkpoint.pt", "model.safetensors", "metrics.csv", "curves.png", "config.yaml"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_resume_is_bit_identical(tmp_path):
+    # 40 steps straight vs 20 steps, stop, resume to 40. 4 steps per epoch at batch 16 / 64
+    # images: 20 is an epoch boundary, so also stop at 22 (mid-epoch) and resume twice.
+    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3)
+    train(**dict(cfg, output=str(tmp_path / "straight"), max_steps=40))
+    train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=20))
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 20
+    train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=22, resume=True))
+    train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=40, resume=True))
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca, cb = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("straight", "resumed"))
+    for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    keep = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_top1_err", "lr")
+    assert [{k: r[k] for k in keep} for r in rows(tmp_path / "straight")] == [
+        {k: r[k] for k in keep} for r in rows(tmp_path / "resumed")
+    ]
+
+
+@pytest.mark.slow
+def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, epochs=60, max_steps=200, checkpoint_every=1)
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "sknet.cli", "train", "--output", str(out), "--no-progress"]
+    for key, value in cfg.items():
+        if key not in ("output", "progress"):
+            args += ["--set", f"{key}={value}"]
+    rng = random.Random(0)
+    for attempt in range(2):  # kill, resume, kill again
+        proc = subprocess.Popen(
+            args + (["--resume"] if attempt else []), env=subprocess_env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        step_before = load_checkpoint(out / "checkpoint.pt")["step"] if attempt else 0
+        time.sleep(0.5 + rng.random())  # a checkpoint is written every step: land anywhere
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        ck = load_checkpoint(out / "checkpoint.pt")  # loadable, whatever the moment
+        assert ck["step"] > step_before
+    # Resuming finishes the run, and lands exactly where an uninterrupted run does.
+    train(**dict(cfg, output=str(out), resume=True))
+    assert not list(out.glob(".*.tmp")), "stale temporary files were not cleaned up"
+    train(**dict(cfg, output=str(tmp_path / "straight")))
+    a, b = weights(out), weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    # Same global batch (16 = 2 x 8). BatchNorm sees per-process batches unless synchronised,
+    # so the equivalence holds with --sync-bn (CPUSyncBatchNorm on gloo); single process: plain BN.
+    cfg = tiny(tmp_path, max_steps=6, epochs=2, sync_bn=True)
+    single = train(**dict(cfg, output=str(tmp_path / "one")))
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "sknet.cli", "train", "--output", str(tmp_path / "two"), "--no-progress",
+    ]  # fmt: skip
+    for key, value in cfg.items():
+        if key not in ("output", "progress"):
+            args += ["--set", f"{key}={value}"]
+    proc = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+        else:
+            assert torch.equal(a[k], b[k]), k
+    # Evaluation metrics are reduced over both processes (each sees half the test set).
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert len(one) == len(two) == 1
+    assert float(two[0]["val_loss"]) == pytest.approx(float(one[0]["val_loss"]), rel=1e-4)
+    assert float(two[0]["train_loss"]) == pytest.approx(float(one[0]["train_loss"]), rel=1e-4)
+    assert single["steps"] == 6
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import sknet.train as train_module
+
+    class NaNAfter(torch.nn.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, logits, targets):
+            NaNAfter.calls += 1
+            loss = super().forward(logits, targets)
+            return loss * float("nan") if NaNAfter.calls == 7 else loss
+
+    monkeypatch.setattr(train_module, "build_criterion", lambda cfg: NaNAfter())
+    cfg = tiny(tmp_path, epochs=3, checkpoint_every=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 7.*checkpoint\.pt \(step 6\)"):
+        train(**cfg)
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["step"] == 6
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    # and the run can be resumed from it (with the loss fixed)
+    monkeypatch.setattr(train_module, "build_criterion", lambda cfg: torch.nn.CrossEntropyLoss())
+    assert train(**dict(cfg, resume=True))["steps"] == 12
+
+
+def test_huge_learning_rate_is_caught_as_non_finite(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        train(**tiny(tmp_path, lr=1e30, epochs=5, checkpoint_every=1))
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] >= 1
+
+
+def test_no_weight_decay_on_batchnorm_and_biases():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    decay, no_decay = param_groups(model, 1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {
+        id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[2].bias)
+    }  # fmt: skip
+
+
+def test_step_schedule_divides_by_ten_every_30_epochs_and_lr_scales_with_batch(tmp_path):
+    cfg = resolve_config(ROOT / "configs" / "imagenet_sknet50.yaml")
+    f = lr_factor(cfg, steps_per_epoch=10)
+    assert [f(e * 10) for e in (0, 29, 30, 59, 60, 90)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001])
+    out = train(**tiny(tmp_path, batch_size=32, lr=0.1, lr_base_batch=256, max_steps=1))
+    assert out["steps"] == 1
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.1 * 32 / 256)
+
+
+@pytest.mark.parametrize("name", ["imagenet_sknet50", "imagenet_light", "cifar_sknet29", "fashion_mnist"])
+def test_recipes_load(name):
+    cfg = resolve_config(ROOT / "configs" / f"{name}.yaml")
+    assert isinstance(cfg, TrainConfig)
+    if name.startswith("imagenet"):
+        assert (cfg.label_smoothing, cfg.momentum, cfg.batch_size, cfg.lr, cfg.lr_base_batch) == (
+            0.1,
+            0.9,
+            256,
+            0.1,
+            256,
+        )
+        assert cfg.lr_milestones == [30, 60, 90] and cfg.epochs == 100
+        assert cfg.weight_decay == (1e-4 if name == "imagenet_sknet50" else 4e-5)
+    if name == "cifar_sknet29":
+        assert (cfg.epochs, cfg.lr_milestones, cfg.weight_decay, cfg.pad) == (300, [150, 225], 5e-4, 4)
+
+
+def test_config_file_is_saved_beside_and_inside_the_checkpoint(tmp_path):
+    import yaml
+
+    train(**tiny(tmp_path, max_steps=2))
+    on_disk = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    inside = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]
+    assert on_disk == inside
+    assert resolve_config(on_disk).max_steps == 2
+
+
+def test_fashion_mnist_trains_a_few_steps():
+    from sknet.data import DEFAULT_ROOTS, build_dataset
+
+    root = Path(DEFAULT_ROOTS["fashion-mnist"])
+    if not (root / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    train_set, test_set = build_dataset("fashion-mnist", split="train"), build_dataset("fashion-mnist", split="test")
+    assert (len(train_set), len(test_set)) == (60000, 10000)
+    x, y = train_set[0]
+    assert x.shape == (1, 28, 28) and 0 <= y < 10
+    assert sorted(set(test_set.targets.tolist())) == list(range(10))
