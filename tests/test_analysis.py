@@ -21,7 +21,8 @@ from sknet.analysis import (
     summarize,
 )
 from sknet.cli import main
-from sknet.fashion_scaled import ScaledFashionMNIST, read_idx
+from sknet.data import read_idx
+from sknet.fashion_scaled import ScaledFashionMNIST
 
 
 def _lively(model):

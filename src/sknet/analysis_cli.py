@@ -52,37 +52,33 @@ def load_analysis_model(checkpoint: str | None, model_name: str | None, weights:
 def build_eval_dataset(name: str, data_dir: str | None, input_size, mean=None, std=None, seed: int = 0):
     """The evaluation split of data set ``name`` as ``(image tensor, label)`` items, and its class names.
 
-    ``imagefolder``: an ImageFolder tree (e.g. ImageNet val), resized to ``input/0.875``
-    and centre-cropped to the model's input, as the paper evaluates.
-    ``fake``: 64 random images of the model's input size (for smoke tests).
-    Other names go to the project's data registry (``sknet.data.build_dataset``).
+    ``imagefolder``: an ImageFolder tree given directly (e.g. ``imagenet/val``), resized to
+    ``input / 0.875`` and centre-cropped to the model's input, as the paper evaluates,
+    normalised with the checkpoint's mean / std (ImageNet's by default).
+    Any other name is a data set of the project's registry (``sknet.data``), e.g.
+    ``imagenet`` (``ROOT/val``), ``fashion-mnist``, ``fashion-mnist-scaled`` (``seed``
+    picks its placements), ``fake``.
     """
-    import torchvision
-    from torchvision import transforms as T
+    from .data import build_dataset
 
     c, h, w = input_size
-    if name == "fake":
-        mean, std = mean or (0.5,) * c, std or (0.5,) * c
-        tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
-        ds = torchvision.datasets.FakeData(64, (c, h, w), num_classes=10, transform=tf, random_offset=seed)
-        return ds, [str(i) for i in range(10)]
-    if data_dir is None:
-        raise ValueError(f"--data-dir is required for data set {name!r}")
     if name == "imagefolder":
-        if not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"ImageFolder root {data_dir!r} is not a folder (expected DIR/<class>/<image>)")
+        import torchvision
+        from torchvision import transforms as T
+
+        if data_dir is None or not Path(data_dir).is_dir():
+            raise FileNotFoundError(
+                f"ImageFolder root {data_dir!r} is not a folder; pass --data-dir DIR with DIR/<class>/<image>"
+            )
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-        tf = T.Compose(
-            [T.Resize(round(h / 0.875)), T.CenterCrop((h, w)), T.ToTensor(), T.Normalize(mean, std)]
-        )  # fmt: skip
+        tf = T.Compose([T.Resize(round(h / 0.875)), T.CenterCrop((h, w)), T.ToTensor(), T.Normalize(mean, std)])
         ds = torchvision.datasets.ImageFolder(data_dir, transform=tf)
         return ds, list(ds.classes)
-    if name == "fashion-mnist-scaled":
-        from .fashion_scaled import ScaledFashionMNIST
-
-        ds = ScaledFashionMNIST(data_dir, train=False, seed=seed)
-        return ds, list(ds.classes)
-    raise ValueError(f"unknown data set {name!r}")  # TODO: data registry after merging train
+    options = dict(data_seed=seed, input_size=(c, h, w), size=64 if name == "fake" else None)
+    if name == "imagenet" and h != 224:
+        options["crop"] = h
+    ds = build_dataset(name, data_dir, "val", **{k: v for k, v in options.items() if v is not None})
+    return ds, list(getattr(ds, "classes", []) or [])
 
 
 # --------------------------------------------------------------------------- outputs
@@ -262,8 +258,9 @@ def analyze(args) -> dict:
     dataset, classes = build_eval_dataset(
         args.dataset, args.data_dir, input_size, cfg.get("mean"), cfg.get("std"), args.seed
     )
-    mean = getattr(dataset, "mean", None) or cfg.get("mean")
-    std = getattr(dataset, "std", None) or cfg.get("std")
+    info = getattr(dataset, "info", None)
+    mean = info.mean if info is not None else cfg.get("mean") or IMAGENET_MEAN
+    std = info.std if info is not None else cfg.get("std") or IMAGENET_STD
     render = args.scaling == "render"
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     batches = scaled_batches(dataset, scales, args.batch_size, args.max_images, render=render, num_workers=args.workers)

@@ -19,7 +19,6 @@ The whole split is rendered once into a uint8 tensor (60000 x 56 x 56 = 188 MB),
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,18 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from .data import FASHION_MNIST_CLASSES as FASHION_CLASSES
+from .data import _find_idx, read_idx
+
 _FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -51,22 +41,6 @@ SCALED_STD = (0.2800,)
 BASE_SIZE = 28
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file (MNIST format)")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{str(path)!r} is truncated: header says {dims}, found {arr.size} values")
-    return arr.reshape(dims)
-
-
 def load_fashion_mnist(root: str | Path, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from the four IDX files in ``root``.
 
@@ -76,8 +50,7 @@ def load_fashion_mnist(root: str | Path, train: bool = True) -> tuple[torch.Tens
     root = Path(root)
     out = []
     for stem in _FILES[train]:
-        candidates = [d / f"{stem}{ext}" for d in (root, root / "FashionMNIST" / "raw") for ext in (".gz", "")]
-        path = next((p for p in candidates if p.is_file()), None)
+        path = _find_idx(root, stem)
         if path is None:
             raise FileNotFoundError(
                 f"Fashion-MNIST file {stem}[.gz] not found in {str(root)!r}; pass --data-dir pointing at the folder "
@@ -87,7 +60,7 @@ def load_fashion_mnist(root: str | Path, train: bool = True) -> tuple[torch.Tens
     images, labels = out
     if len(images) != len(labels):
         raise ValueError(f"Fashion-MNIST in {str(root)!r}: {len(images)} images but {len(labels)} labels")
-    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+    return images, labels.long()
 
 
 def _resize(images: torch.Tensor, side: int) -> torch.Tensor:

@@ -159,7 +159,9 @@ def status(spec: RunSpec) -> str:
     if result.is_file():
         saved = json.loads(result.read_text()).get("recipe", {})
         if _plain(saved) != _plain(spec.recipe):
-            diff = sorted(k for k in set(saved) | set(spec.recipe) if _plain(saved.get(k)) != _plain(spec.recipe.get(k)))
+            diff = sorted(
+                k for k in set(saved) | set(spec.recipe) if _plain(saved.get(k)) != _plain(spec.recipe.get(k))
+            )
             raise ValueError(
                 f"{result} was trained with another recipe (differs in {diff}); use another --output for "
                 "this recipe, or the same settings to extend that study"
@@ -268,7 +270,8 @@ def run_study(specs: list[RunSpec], parallel: int = 1, time_limit: float | None 
         if error is None:
             durations.append(dt)
             summary["finished"] += 1
-            log(f"[{n + 1}/{len(specs) - summary['skipped']}] {spec.key}: test error {result['test_top1_err']:.2f}% ({dt:.0f} s)")
+            err = result["test_top1_err"]
+            log(f"[{n + 1}/{len(specs) - summary['skipped']}] {spec.key}: test error {err:.2f}% ({dt:.0f} s)")
         else:
             summary["failed"][spec.key] = f"{type(error).__name__}: {error}"
             log(f"[{n + 1}/{len(specs) - summary['skipped']}] {spec.key}: FAILED {type(error).__name__}: {error} "
@@ -427,7 +430,9 @@ def format_tables(rows: list[dict], comparisons: list[dict], meta: dict | None =
         for c in comparisons:
             se = "-" if math.isnan(c["se"]) else f"{c['se']:.2f}"
             t = "-" if math.isnan(c["t"]) else f"{c['t']:+.2f}"
-            lines.append(f"| {c['dataset']} | {c['claim']} | {c['diff']:+.2f} | {se} | {t} | {c['df']} | {c['verdict']} |")
+            lines.append(
+                f"| {c['dataset']} | {c['claim']} | {c['diff']:+.2f} | {se} | {t} | {c['df']} | {c['verdict']} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
