@@ -15,7 +15,8 @@
 # Environment (defaults for the H100 run):
 #   DATA=.data/fashion-mnist  EPOCHS=5  PARALLEL=16  SEEDS="0 1 2"  STUDY_LIMIT_S=300
 #   DEVICE=cuda  STUDY=runs/study_gpu  PYTHON=python
-#   CPU check of the logic: EPOCHS=1 TRAIN_LIMIT=512 VAL_LIMIT=256 SEEDS=0 PARALLEL=2 DEVICE=cpu MAX_IMAGES=200
+#   CPU check of the logic: EPOCHS=1 TRAIN_LIMIT=512 VAL_LIMIT=256 SEEDS="0 1" PARALLEL=2 DEVICE=cpu \
+#     MAX_IMAGES=200 VARIANTS="k3 k3k5_sk k3k5k7_sk" DATA=/usr/share/datasets/fashion-mnist
 set -uo pipefail
 
 OUT=${OUT:?set OUT to the folder for the results}
@@ -30,6 +31,7 @@ PYTHON=${PYTHON:-python}
 TRAIN_LIMIT=${TRAIN_LIMIT:-}
 VAL_LIMIT=${VAL_LIMIT:-}
 MAX_IMAGES=${MAX_IMAGES:-}
+VARIANTS=${VARIANTS:-}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}src
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$STUDY"
@@ -50,6 +52,7 @@ ls "$DATA"/*.gz >/dev/null 2>&1 || { say "no Fashion-MNIST .gz files in $DATA"; 
 limits=()
 [ -n "$TRAIN_LIMIT" ] && limits+=(--train-limit "$TRAIN_LIMIT")
 [ -n "$VAL_LIMIT" ] && limits+=(--val-limit "$VAL_LIMIT")
+[ -n "$VARIANTS" ] && limits+=(--variants $VARIANTS)
 say "study: epochs $EPOCHS, seeds $SEEDS, $PARALLEL at a time, limit ${STUDY_LIMIT_S}s"
 # timeout is the backstop (it signals the whole process group, pool workers included);
 # --time-limit is the plan: no run starts that would end after it.

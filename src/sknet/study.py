@@ -83,6 +83,7 @@ class RunSpec:
     seed: int
     output: str
     recipe: dict  # train config keys shared by every run (epochs, lr, ...)
+    settings: dict = field(default_factory=dict)  # shared keys that do not change results (workers, progress)
     data_dir: str | None = None
     device: str = "auto"
     threads: int = 1
@@ -96,6 +97,7 @@ class RunSpec:
         v = VARIANTS[self.variant]
         return dict(
             self.recipe,
+            **self.settings,
             model=v.model,
             model_overrides=v.overrides,
             dataset=self.dataset,
@@ -122,7 +124,8 @@ def load_recipe(config: str | Path | None = None, **overrides) -> dict:
     if per_run:
         raise ValueError(f"the study recipe must not set {per_run}: the grid sets them per run")
     cfg = asdict(resolve_config(recipe))  # validates keys and values; the full recipe, defaults included
-    return {k: v for k, v in cfg.items() if k not in NOT_RECIPE | {"model", "model_overrides", "dataset", "seed"}}
+    per_run_keys = {"model", "model_overrides", "dataset", "seed", "output", "data_dir", "device", "resume"}
+    return {k: v for k, v in cfg.items() if k not in per_run_keys and (k not in NOT_RECIPE or k in recipe)}
 
 
 def plan(
@@ -139,9 +142,10 @@ def plan(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    settings = {k: v for k, v in recipe.items() if k in NOT_RECIPE}
     recipe = {k: v for k, v in recipe.items() if k not in NOT_RECIPE}
     return [
-        RunSpec(d, v, s, str(run_dir(out, d, v, s)), recipe, data_dir, device, threads)
+        RunSpec(d, v, s, str(run_dir(out, d, v, s)), recipe, settings, data_dir, device, threads)
         for s in seeds
         for d in datasets
         for v in variants
