@@ -82,6 +82,34 @@ class SeededTransform:
             gen.set_state(state)
 
 
+class PadCropFlip:
+    """CIFAR-style augmentation for in-memory uint8 images (C, H, W): zero-pad ``pad`` pixels,
+    take a random H x W crop, flip horizontally with probability 1/2, scale to [0, 1] and
+    normalise. Without ``train`` it only normalises.
+
+    The same result as torchvision's ``v2.RandomCrop(size, padding=pad)``,
+    ``v2.RandomHorizontalFlip()``, ``v2.ToDtype(scale=True)`` and ``v2.Normalize``
+    (tested against them), at ~1/6 of their per-image cost, which on 28x28 images
+    and two cores is a good part of an epoch.
+    """
+
+    def __init__(self, mean, std, pad: int = 0, hflip: bool = True, train: bool = True) -> None:
+        std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std)  # (C, 1, 1)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std
+        self.pad, self.hflip, self.train = pad, hflip, train
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.float()
+        if self.train and self.pad:
+            h, w = x.shape[-2:]
+            i, j = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+            x = torch.nn.functional.pad(x, (self.pad,) * 4)[:, i : i + h, j : j + w]
+        if self.train and self.hflip and torch.rand(()).item() < 0.5:
+            x = x.flip(-1)
+        return x.mul_(self.scale).add_(self.shift)
+
+
 def image_transform(
     info: DatasetInfo,
     train: bool,
@@ -245,7 +273,7 @@ def cifar(root: Path, split: str, *, train: bool, options: dict, num_classes: in
     mean, std = NORMALIZATION[name]
     info = DatasetInfo(name, num_classes, (3, 32, 32), mean, std, tuple(base.classes))
     images = torch.from_numpy(base.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
-    ds = TensorImages(images, torch.tensor(base.targets), _transform(info, train, options, pad=4))
+    ds = TensorImages(images, torch.tensor(base.targets), _transform(info, train, options, pad=4, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
@@ -289,7 +317,7 @@ def fashion_mnist(root: Path, split: str, *, train: bool, options: dict) -> Data
         raise ValueError(f"{files[0]} holds {len(images)} images but {files[1]} {len(targets)} labels")
     mean, std = NORMALIZATION["fashion-mnist"]
     info = DatasetInfo("fashion-mnist", 10, (1, 28, 28), mean, std, FASHION_MNIST_CLASSES)
-    ds = TensorImages(images, targets, _transform(info, train, options, pad=options.get("pad", 2)))
+    ds = TensorImages(images, targets, _transform(info, train, options, pad=2, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
@@ -316,14 +344,18 @@ def fake(root: Path | None, split: str, *, train: bool, options: dict) -> Datase
     noise = torch.rand(n, c, h, w, generator=g)
     images = ((0.6 * patterns[targets] + 0.4 * noise) * 255).to(torch.uint8)  # (N, C, H, W)
     info = DatasetInfo("fake", num_classes, (c, h, w), (0.5,) * c, (0.25,) * c, tuple(map(str, range(num_classes))))
-    ds = TensorImages(images, targets, _transform(info, train, options, pad=options.get("pad", 2)))
+    ds = TensorImages(images, targets, _transform(info, train, options, pad=2, in_memory=True))
     ds.info, ds.classes = info, list(info.classes)
     return ds
 
 
-def _transform(info: DatasetInfo, train: bool, options: dict, pad: int = 0):
-    keys = ("crop", "scale_min", "hflip", "eval_crop_ratio")
-    tf = image_transform(info, train, pad=options.get("pad", pad), **{k: options[k] for k in keys if k in options})
+def _transform(info: DatasetInfo, train: bool, options: dict, pad: int = 0, in_memory: bool = False):
+    pad = options.get("pad", pad)
+    if in_memory and options.get("crop") in (None, info.input_size[-1]):  # small images at their own size
+        tf = PadCropFlip(info.mean, info.std, pad, options.get("hflip", True), train)
+    else:
+        keys = ("crop", "scale_min", "hflip", "eval_crop_ratio")
+        tf = image_transform(info, train, pad=pad, **{k: options[k] for k in keys if k in options})
     return SeededTransform(tf, options.get("seed", 0)) if train else tf
 
 

@@ -38,10 +38,12 @@ def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 class Progress:
-    """tqdm on a terminal; otherwise a plain line every ~10% of the epoch. Silent off rank 0."""
+    """tqdm on a terminal; otherwise (if ``lines``) a plain line every ~10% of the epoch.
+    Silent off rank 0."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
+    def __init__(self, total: int, desc: str, enabled: bool = True, lines: bool = True) -> None:
         self.enabled = enabled and is_main()
+        self.lines = lines
         self.tty = sys.stderr.isatty()
         self.total, self.desc, self.n = total, desc, 0
         self.bar = None
@@ -55,7 +57,7 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(info, refresh=False)
             self.bar.update()
-        elif self.enabled and (self.n == self.total or self.n % max(1, self.total // 10) == 0):
+        elif self.enabled and self.lines and (self.n == self.total or self.n % max(1, self.total // 10) == 0):
             text = " ".join(f"{k}={v}" for k, v in info.items())
             print(f"{self.desc} {self.n}/{self.total} {text}", flush=True)
 
@@ -182,7 +184,7 @@ def evaluate(
     """
     model.eval()
     loss = top1 = top5 = n = skipped = 0.0
-    bar = Progress(len(loader), desc, progress)
+    bar = Progress(len(loader), desc, progress, lines=False)  # the caller prints the result
     for batch in loader:
         images, targets, skip = _unpack(batch)
         skipped += skip

@@ -60,6 +60,8 @@ def _run_eval(args) -> int:
     else:
         raise ValueError("give --checkpoint FILE, or --model NAME with --weights FILE")
     options = dict(on_corrupt=args.on_corrupt)
+    if args.dataset == "fake":  # synthetic data shaped like the model's input
+        options.update(input_size=tuple(meta.get("input_size") or ()) or None, num_classes=meta.get("num_classes"))
     if args.crop:
         options["crop"] = args.crop
     dataset = build_dataset(args.dataset, args.data_dir, args.split, augment=False, **options)

@@ -18,6 +18,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from .data import build_dataset, collate_skip, set_epoch
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .io import atomic_write
 from .models import create_model, get_model_entry
+from .weights import save_weights
 
 
 @dataclass
@@ -119,6 +121,23 @@ def check_keys(data: dict, where: str) -> None:
         raise ValueError(f"{where} has unknown key(s) {unknown}; valid keys: {', '.join(config_keys())}")
 
 
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": (list, tuple)}
+
+
+def check_type(key: str, value, annotation: str) -> None:
+    """Values from YAML / --set must have the field's type (``int | None`` etc.)."""
+    allowed = [t.strip() for t in annotation.split("|")]
+    if value is None and "None" in allowed:
+        return
+    ok = any(
+        isinstance(value, _TYPES[t]) and not (isinstance(value, bool) and t in ("int", "float"))
+        for t in allowed
+        if t in _TYPES
+    )
+    if not ok:
+        raise ValueError(f"config key {key!r} must be {annotation}, got {value!r} ({type(value).__name__})")
+
+
 def resolve_config(config: TrainConfig | dict | str | Path | None = None, **overrides) -> TrainConfig:
     """Defaults <- ``config`` (a TrainConfig, dict or YAML path) <- ``overrides``, validated."""
     if isinstance(config, (str, Path)):
@@ -127,6 +146,8 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     check_keys(base, "config")
     check_keys(overrides, "overrides")
     cfg = TrainConfig(**{**base, **overrides})
+    for f in dataclasses.fields(TrainConfig):
+        check_type(f.name, getattr(cfg, f.name), str(f.type))
     for key, valid in CHOICES.items():
         if getattr(cfg, key) not in valid:
             raise ValueError(f"{key} must be one of {valid}, got {getattr(cfg, key)!r}")
@@ -211,14 +232,60 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
-def build_model(cfg: TrainConfig, info) -> tuple[nn.Module, dict]:
-    """The model for ``info``'s classes and channels; returns it and the overrides used."""
+def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tuple[nn.Module, dict]:
+    """The model for ``info``'s classes and channels, on ``device``; returns it and the overrides used."""
     entry = get_model_entry(cfg.model)
     overrides = dict(cfg.model_overrides)
     if "in_chans" in entry.overrides and "in_chans" not in overrides and entry.input_size[0] != info.input_size[0]:
         overrides["in_chans"] = info.input_size[0]  # e.g. an RGB model on grayscale data
-    model = create_model(cfg.model, num_classes=info.num_classes, **overrides)
+    model = create_model(cfg.model, num_classes=info.num_classes, **overrides).to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and world > 1:
+        model = dist.convert_sync_batchnorm(model, device)
     return model, overrides
+
+
+def build_loaders(cfg: TrainConfig, train_set, val_set, rank: int, world: int, device: torch.device):
+    """``(sampler, train_loader, val_loader)``; each process loads ``batch_size / world`` images.
+
+    The loaders draw their worker seeds from their own generators, not from the global RNG
+    (whose state a checkpoint restores). Each rank evaluates every ``world``-th test image.
+    """
+    per_rank = cfg.batch_size // world
+    sampler = ResumableSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    args = dict(num_workers=cfg.workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
+    train_loader = DataLoader(
+        train_set, per_rank, sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed), **args
+    )
+    val_loader = DataLoader(
+        Subset(val_set, range(rank, len(val_set), world)), per_rank, generator=torch.Generator(), **args
+    )
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training images make no batch of {cfg.batch_size}: lower --batch-size")
+    return sampler, train_loader, val_loader
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device):
+    """SGD with the linearly scaled learning rate, its per-step schedule, and the fp16 scaler."""
+    lr = cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
+    optimizer = torch.optim.SGD(
+        param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    return optimizer, scheduler, scaler
+
+
+@dataclass
+class RunState:
+    """Where a run is: what a checkpoint stores besides the model and optimizer."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps in total
+    totals: dict | None = None  # running sums of the current epoch (engine.train_one_epoch)
+    history: list = field(default_factory=list)  # one metrics row per completed epoch
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
@@ -245,10 +312,14 @@ def _plain(v):
     return v
 
 
-def write_metrics(out: Path, history: list[dict]) -> None:
-    """``metrics.csv`` and ``curves.png``, rewritten whole (atomically) every epoch."""
+def write_metrics(out: Path, history: list[dict], tensorboard=None) -> None:
+    """``metrics.csv`` and ``curves.png``, rewritten whole (atomically) every epoch, and
+    the last row to TensorBoard if a writer is given."""
     if not history:
         return
+    if tensorboard is not None:
+        for key, value in history[-1].items():
+            tensorboard.add_scalar(key, value, history[-1]["epoch"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(history[0]))
     writer.writeheader()
@@ -337,39 +408,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
 
     entry = get_model_entry(cfg.model)
     train_set, val_set, info = build_data(cfg, entry.input_size[0], entry.input_size[1:])
-    model, model_overrides = build_model(cfg, info)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn and world > 1:
-        model = dist.convert_sync_batchnorm(model, device)
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6
-
-    per_rank = cfg.batch_size // world
-    sampler = ResumableSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
-    loader_args = dict(num_workers=cfg.workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
-    # Loaders draw their worker seeds from their own generator, not from the global RNG
-    # (whose state the checkpoint restores).
-    train_loader = DataLoader(
-        train_set, per_rank, sampler=sampler, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed),
-        **loader_args,
-    )  # fmt: skip
-    val_loader = DataLoader(
-        Subset(val_set, range(rank, len(val_set), world)), per_rank, generator=torch.Generator(), **loader_args
-    )
-    steps_per_epoch = len(sampler) // per_rank
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images make no batch of {cfg.batch_size}: lower --batch-size")
-
-    lr = cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
-    optimizer = torch.optim.SGD(
-        param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    model, model_overrides = build_model(cfg, info, device, world)
+    sampler, train_loader, val_loader = build_loaders(cfg, train_set, val_set, rank, world, device)
+    optimizer, scheduler, scaler = build_optimizer(cfg, model, len(train_loader), device)
     criterion = build_criterion(cfg)
-
-    epoch, batch_in_epoch, step, totals, history = 0, 0, 0, None, []
+    run = RunState()
     if cfg.resume:
         ck = load_checkpoint(ckpt_path)
         check_resumable(ck["config"], cfg, ckpt_path)
@@ -378,121 +421,120 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         scheduler.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
-        epoch, batch_in_epoch, step, totals, history = (ck[k] for k in ("epoch", "batch", "step", "totals", "history"))
-        if len(ck["rng"]) == world:
+        run = RunState(**ck["run"])
+        if len(ck["rng"]) == world:  # else: a different number of processes, keep the fresh seeds
             set_rng_state(ck["rng"][rank])
-        del ck
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
     if main:
         remove_stale_temporaries(out)  # left by a writer killed mid-write
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(dataclasses.asdict(cfg))))
         print(
-            f"{cfg.model} ({params_m:.3f}M params) on {cfg.dataset}: {len(train_set)} train / {len(val_set)} val "
-            f"images, {world} process(es) on {device}, batch {cfg.batch_size}, lr {lr:g}, {steps_per_epoch} "
-            f"steps/epoch" + (f", resuming at epoch {epoch + 1} step {step}" if cfg.resume else ""),
+            f"{cfg.model} ({params_m:.3f}M params) on {cfg.dataset}: {len(train_set)} train / {len(val_set)} test "
+            f"images, {world} process(es) on {device}, batch {cfg.batch_size}, lr {optimizer.defaults['lr']:g}, "
+            f"{len(train_loader)} steps/epoch" + (f", resuming at step {run.step}" if cfg.resume else ""),
             flush=True,
         )
 
-    raw_model = model
+    # Training goes through DDP (and torch.compile); evaluation and saving use the plain
+    # module: each rank's share of the test set may have its own number of batches, and
+    # DDP's forward would wait for the others.
+    plain = model
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd_model = torch.compile(model) if cfg.compile else model
+    if cfg.compile:
+        model = torch.compile(model)
+    size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
     meta = dict(
-        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, mean=list(info.mean),
-        std=list(info.std), classes=list(info.classes), input_size=[info.input_size[0], *2 * [cfg.image_size]]
-        if cfg.image_size else list(info.input_size),
+        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, input_size=size,
+        mean=list(info.mean), std=list(info.std), classes=list(info.classes),
     )  # fmt: skip
 
-    def save(epoch: int, batch: int, step: int, totals: dict | None) -> None:
-        rngs = dist.gather_objects(rng_state())
+    def save() -> None:
+        rngs = dist.gather_objects(rng_state())  # every rank's, for an exact resume
         if main:
-            save_checkpoint(
-                ckpt_path,
-                dict(
-                    model=raw_model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict() if scaler else None, epoch=epoch, batch=batch, step=step,
-                    totals=totals, rng=rngs, history=history, config=dataclasses.asdict(cfg), meta=meta,
-                ),
-            )  # fmt: skip
+            save_checkpoint(ckpt_path, dict(
+                model=plain.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler else None, run=dataclasses.asdict(run), rng=rngs,
+                config=dataclasses.asdict(cfg), meta=meta,
+            ))  # fmt: skip
+
+    def on_step(step: int, batches: int, totals: dict, start: int = 0) -> None:
+        run.step, run.batch, run.totals = step, start + batches, dict(totals)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save()
+
+    def test() -> dict:
+        return evaluate(plain, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
+                        desc="  test", progress=cfg.progress)  # fmt: skip
 
     writer = _tensorboard(out) if cfg.tensorboard and main else None
-    last_eval = history[-1] if history and batch_in_epoch == 0 else None
+    stopped_mid_epoch = False
     try:
-        while epoch < cfg.epochs and (cfg.max_steps is None or step < cfg.max_steps):
-            sampler.set_epoch(epoch)
-            sampler.start = batch_in_epoch * per_rank
-            set_epoch(train_set, epoch)
-            start = batch_in_epoch
-
-            def on_step(step, batches, totals, epoch=epoch, start=start):
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save(epoch, start + batches, step, totals)
-
+        while run.epoch < cfg.epochs and (cfg.max_steps is None or run.step < cfg.max_steps):
+            sampler.set_epoch(run.epoch)  # the epoch's shuffle, and its augmentation seeds
+            set_epoch(train_set, run.epoch)
+            sampler.start = run.batch * train_loader.batch_size  # part-way after a resume
             r = train_one_epoch(
-                fwd_model, train_loader, optimizer, device, criterion=criterion, scheduler=scheduler, scaler=scaler,
-                amp=cfg.amp, channels_last=cfg.channels_last, step=step, max_steps=cfg.max_steps, on_step=on_step,
-                totals=totals, desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=cfg.progress,
+                model, train_loader, optimizer, device, criterion=criterion, scheduler=scheduler, scaler=scaler,
+                amp=cfg.amp, channels_last=cfg.channels_last, step=run.step, max_steps=cfg.max_steps,
+                on_step=partial(on_step, start=run.batch), totals=run.totals,
+                desc=f"epoch {run.epoch + 1}/{cfg.epochs}", progress=cfg.progress,
             )  # fmt: skip
-            step, totals = r["step"], None
             if not r["completed"]:  # max_steps reached part-way through the epoch
-                batch_in_epoch = start + r["batches"]
-                save(
-                    epoch, batch_in_epoch, step, {k: r[k] for k in ("loss", "correct", "images", "skipped", "seconds")}
-                )
-                last_eval = None
+                stopped_mid_epoch = True
+                save()
                 break
-            val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
-                           desc="  eval", progress=cfg.progress)  # fmt: skip
-            epoch, batch_in_epoch = epoch + 1, 0
-            last_eval = dict(
-                epoch=epoch, step=step, train_loss=r["train_loss"], train_acc=r["train_acc"], val_loss=val["loss"],
-                val_top1_err=val["top1_err"], val_top5_err=val["top5_err"], lr=optimizer.param_groups[0]["lr"],
-                img_per_s=r["img_per_s"], epoch_s=r["seconds"], skipped=r["skipped"] + val["skipped"],
-            )  # fmt: skip
-            history.append(last_eval)
-            save(epoch, 0, step, None)
+            val = test()
+            run.epoch, run.batch, run.totals = run.epoch + 1, 0, None
+            run.history.append(dict(
+                epoch=run.epoch, step=run.step, train_loss=r["train_loss"], train_acc=r["train_acc"],
+                val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"],
+                lr=optimizer.param_groups[0]["lr"], img_per_s=r["img_per_s"], epoch_s=r["seconds"],
+                skipped=r["skipped"] + val["skipped"],
+            ))  # fmt: skip
+            save()
             if main:
-                write_metrics(out, history)
-                if writer:
-                    for k, v in last_eval.items():
-                        writer.add_scalar(k, v, epoch)
+                write_metrics(out, run.history, writer)
                 print(
-                    f"epoch {epoch}/{cfg.epochs}: train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | "
+                    f"epoch {run.epoch}/{cfg.epochs}: train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | "
                     f"test loss {val['loss']:.4f} top-1 err {val['top1_err']:.2f}% top-5 err {val['top5_err']:.2f}%"
                     f" | {r['img_per_s']:.0f} img/s, {r['seconds']:.0f} s",
                     flush=True,
                 )
     except NonFiniteLossError as e:
-        kept = f"the last good checkpoint, {ckpt_path} (step {load_checkpoint(ckpt_path)['step']}), is kept" if (
-            ckpt_path.exists()) else "no checkpoint had been written yet"  # fmt: skip
+        kept = (
+            f"the last good checkpoint, {ckpt_path} (step {load_checkpoint(ckpt_path)['run']['step']}), is kept"
+            if ckpt_path.exists() else "no checkpoint had been written yet"
+        )  # fmt: skip
         raise NonFiniteLossError(
             f"{e}; training stopped and {kept}. Lower the learning rate (--lr), add warm-up, or use --amp off."
         ) from None
 
-    if last_eval is None:  # stopped part-way through an epoch: evaluate what we have
-        val = evaluate(fwd_model, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last, progress=False)
-        last_eval = dict(val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
+    last = run.history[-1] if run.history else {}
+    if stopped_mid_epoch or not last:  # the weights changed since the last test: test them
+        val = test()
+        last = dict(last, val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
     result = dict(
-        model=cfg.model, dataset=cfg.dataset, params_m=params_m, epochs=epoch, steps=step,
-        test_top1_err=last_eval["val_top1_err"], test_top5_err=last_eval["val_top5_err"],
-        test_loss=last_eval["val_loss"], train_loss=history[-1]["train_loss"] if history else float("nan"),
-        train_acc=history[-1]["train_acc"] if history else float("nan"),
-        img_per_s=(sum(r["img_per_s"] for r in history) / len(history)) if history else float("nan"),
-        train_time_s=sum(r["epoch_s"] for r in history), val_images=len(val_set),
+        model=cfg.model, dataset=cfg.dataset, params_m=params_m, epochs=run.epoch, steps=run.step,
+        test_top1_err=last["val_top1_err"], test_top5_err=last["val_top5_err"], test_loss=last["val_loss"],
+        train_loss=last.get("train_loss", float("nan")), train_acc=last.get("train_acc", float("nan")),
+        img_per_s=sum(h["img_per_s"] for h in run.history) / max(len(run.history), 1),
+        train_time_s=sum(h["epoch_s"] for h in run.history), val_images=len(val_set),
         wall_time_s=time.perf_counter() - t0, output=str(out),
     )  # fmt: skip
     if main:
-        from .weights import save_weights
-
-        metrics = {k: result[k] for k in ("test_top1_err", "test_top5_err", "test_loss", "epochs", "steps")}
         save_weights(
-            raw_model, out / "model.safetensors", model_name=cfg.model, overrides=model_overrides,
-            num_classes=info.num_classes, input_size=tuple(meta["input_size"]), mean=info.mean, std=info.std,
-            metrics=metrics, classes=list(info.classes),
+            plain, out / "model.safetensors", model_name=cfg.model, overrides=model_overrides,
+            num_classes=info.num_classes, input_size=tuple(size), mean=info.mean, std=info.std,
+            classes=list(info.classes), metrics={k: result[k] for k in RESULT_METRICS},
             provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=world),
         )  # fmt: skip
         if writer:
             writer.close()
     return result
+
+
+RESULT_METRICS = ("test_top1_err", "test_top5_err", "test_loss", "epochs", "steps", "train_time_s")
 
 
 def _tensorboard(out: Path):

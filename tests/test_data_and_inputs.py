@@ -1,0 +1,293 @@
+"""Data loading and bad input: every error says what was wrong and how to fix it, and a
+failed command never touches the checkpoint of the run it was pointed at."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from sknet import cli
+from sknet.checkpoint import load_checkpoint
+from sknet.data import DATASETS, build_dataset, collate_skip, open_image
+from sknet.train import resolve_config, train
+
+TINY = dict(
+    model="sknet_mini", dataset="fake", image_size=16, train_limit=32, val_limit=16, batch_size=16, epochs=1,
+    workers=0, progress=False, lr=0.1, lr_base_batch=None,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "base"
+    torch.set_num_threads(1)
+    train(**TINY, output=str(out))
+    return out
+
+
+@pytest.fixture
+def run(finished_run, tmp_path) -> Path:
+    """A copy of a finished tiny run, with a digest of every file to check nothing was lost."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def untouched_after(run: Path, fn, exc, match: str):
+    before = digests(run)
+    with pytest.raises(exc, match=match):
+        fn()
+    assert digests(run) == before, "a failed command changed the run folder"
+    load_checkpoint(run / "checkpoint.pt")
+
+
+# --------------------------------------------------------------------------- image trees
+
+
+def save(path: Path, img: Image.Image, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, fmt)
+    return path
+
+
+def image_tree(root: Path, bad: bool = False) -> Path:
+    """ImageNet-style tree, 2 classes, images in every mode PIL knows well; ``bad`` adds a
+    truncated JPEG and a text file named .png."""
+    modes = {"rgb": "RGB", "gray": "L", "palette": "P", "rgba": "RGBA", "cmyk": "CMYK"}
+    for split in ("train", "val"):
+        for c, cls in enumerate(("cat", "dog")):
+            for name, mode in modes.items():
+                img = Image.new("RGB", (20 + 3 * c, 18), (40 * c, 90, 200)).convert(mode)
+                save(root / split / cls / f"{name}.{'jpg' if mode == 'CMYK' else 'png'}", img)
+            save(root / split / cls / "tiny.png", Image.new("RGB", (5, 7), (200, 10, 10)))  # smaller than the crop
+    if bad:
+        good = save(root / "train" / "cat" / "whole.jpg", Image.new("RGB", (64, 64), (1, 2, 3)))
+        (root / "train" / "cat" / "truncated.jpg").write_bytes(good.read_bytes()[:200])
+        (root / "train" / "dog" / "notes.png").write_text("not an image")
+    return root
+
+
+def test_registry_has_the_datasets_and_a_one_line_extension_point():
+    assert {"imagenet", "cifar10", "cifar100", "fashion-mnist", "fake"} <= set(DATASETS)
+    with pytest.raises(ValueError, match="valid datasets: imagenet, cifar10"):
+        build_dataset("mnist-ish")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_any_image_mode_and_size_comes_out_as_an_rgb_crop(tmp_path, split):
+    ds = build_dataset("imagenet", image_tree(tmp_path), split, crop=16)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 12
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.shape == (3, 16, 16) and x.dtype == torch.float32, ds.samples[i]
+        assert torch.isfinite(x).all()
+
+
+def test_open_image_converts_cmyk_palette_and_gray(tmp_path):
+    image_tree(tmp_path)
+    for name in ("cmyk.jpg", "palette.png", "gray.png", "rgba.png"):
+        assert open_image(str(tmp_path / "train" / "cat" / name)).mode == "RGB"
+    assert open_image(str(tmp_path / "train" / "cat" / "rgb.png"), channels=1).mode == "L"
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path):
+    ds = build_dataset("imagenet", image_tree(tmp_path, bad=True), "train", crop=16)
+    batch = collate_skip([ds[i] for i in range(len(ds))])
+    assert batch[2] == 2 and len(batch[1]) == len(ds) - 2
+    out = train(**dict(TINY, dataset="imagenet", data_dir=str(tmp_path), train_limit=None, val_limit=None,
+                       batch_size=15, output=str(tmp_path / "run")))  # fmt: skip
+    assert out["steps"] == 1
+    import csv
+
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert float(next(csv.DictReader(f))["skipped"]) == 2
+
+
+def test_corrupt_images_fail_with_the_file_name_when_asked(tmp_path, run):
+    root = image_tree(tmp_path / "data", bad=True)
+    ds = build_dataset("imagenet", root, "train", crop=16, on_corrupt="fail")
+    names = [Path(p).name for p, _ in ds.samples]
+    with pytest.raises(ValueError, match=r"cannot read image .*notes\.png.*on_corrupt: skip"):
+        ds[names.index("notes.png")]
+    with pytest.raises(ValueError, match=r"truncated\.jpg"):
+        ds[names.index("truncated.jpg")]
+
+
+def test_missing_fashion_mnist_says_how_to_install(tmp_path, run):
+    untouched_after(
+        run,
+        lambda: train(
+            **dict(TINY, dataset="fashion-mnist", data_dir=str(tmp_path / "nowhere"), output=str(run), resume=True)
+        ),  # fmt: skip
+        FileNotFoundError,
+        r"(?s)Expected layout.*train,t10k.*apt-get install dataset-fashion-mnist.*--download",
+    )
+
+
+def test_wrong_imagenet_layout_says_what_is_expected(tmp_path, run):
+    flat = tmp_path / "flat"
+    save(flat / "train" / "img.png", Image.new("RGB", (8, 8)))  # images not in class folders
+    for root in (tmp_path / "missing", flat):
+        untouched_after(
+            run,
+            lambda root=root: train(**dict(TINY, dataset="imagenet", data_dir=str(root), output=str(run), resume=True)),
+            FileNotFoundError,
+            r"(?s)imagenet data not found.*train/<class>/<image>\.JPEG.*val/<class>",
+        )
+
+
+def test_missing_cifar_says_what_is_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"(?s)cifar-10-batches-py/.*data_batch_1.*--download"):
+        build_dataset("cifar10", tmp_path)
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    import gzip
+
+    good = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+    header = (0x0801).to_bytes(4, "big") + (10000).to_bytes(4, "big")
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(header + bytes(100))
+    from sknet.data import read_idx
+
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz.*truncated"):
+        read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    assert good  # the real file is not needed for this test
+
+
+def test_unknown_model_lists_the_valid_ones(run):
+    untouched_after(
+        run, lambda: train(**dict(TINY, model="sknet5", output=str(run), resume=True)), ValueError,
+        r"unknown model 'sknet5'.*Valid models: .*sknet50",
+    )  # fmt: skip
+
+
+def test_unknown_config_key_lists_the_valid_ones(tmp_path, run):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model: sknet_mini\nlearning_rate: 0.1\n")
+    untouched_after(
+        run, lambda: train(str(recipe), output=str(run), resume=True), ValueError,
+        r"unknown key\(s\) \['learning_rate'\]; valid keys: model, model_overrides",
+    )  # fmt: skip
+    rc = cli.main(["train", "--output", str(run), "--resume", "--set", "batchsize=8"])
+    assert rc == 2
+    with pytest.raises(ValueError, match="amp must be one of"):
+        resolve_config(amp="fp8")
+
+
+def test_unknown_model_override_lists_the_valid_ones(run):
+    untouched_after(
+        run, lambda: train(**dict(TINY, model_overrides={"kernels": 3}, output=str(run), resume=True)), ValueError,
+        r"does not take override\(s\) \['kernels'\]; valid overrides",
+    )  # fmt: skip
+
+
+def test_resume_from_another_model_or_recipe_names_the_mismatch(run):
+    untouched_after(
+        run, lambda: train(**dict(TINY, model="resnext_mini", output=str(run), resume=True)), ValueError,
+        r"another model or recipe \(model: checkpoint 'sknet_mini', this run 'resnext_mini'\)",
+    )  # fmt: skip
+    untouched_after(
+        run, lambda: train(**dict(TINY, weight_decay=0.1, epochs=3, output=str(run), resume=True)), ValueError,
+        r"weight_decay: checkpoint 0\.0001, this run 0\.1",
+    )  # fmt: skip
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(run):
+    untouched_after(run, lambda: train(**dict(TINY, output=str(run))), ValueError, "pass --resume")
+
+
+def test_eval_of_a_checkpoint_from_another_model_names_it(run, capsys):
+    for ck in ("checkpoint.pt", "model.safetensors"):
+        before = digests(run)
+        rc = cli.main(["eval", "--checkpoint", str(run / ck), "--model", "resnext_mini", "--dataset", "fake"])
+        assert rc == 2
+        assert "holds weights for model 'sknet_mini', not 'resnext_mini'" in capsys.readouterr().err
+        assert digests(run) == before
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*checkpoint\.pt"):
+        load_checkpoint(bad)
+
+
+# --------------------------------------------------------------------------- eval / predict
+
+
+def test_eval_gives_the_same_figures_from_checkpoint_and_safetensors(run, capsys):
+    import json
+
+    results = []
+    for ck in ("checkpoint.pt", "model.safetensors"):
+        args = ["eval", "--checkpoint", str(run / ck), "--dataset", "fake", "--json", "--no-progress"]
+        assert cli.main(args + ["--workers", "0"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["top1_err"] == results[1]["top1_err"] and results[0]["loss"] == results[1]["loss"]
+    assert results[0]["images"] == 128  # the whole fake test split (training used 16 of it)
+
+
+def test_predict_prints_top5_with_probabilities(run, tmp_path, capsys):
+    import json
+
+    images = [save(tmp_path / f"{i}.png", Image.new("L", (40, 30), 60 * i)) for i in range(3)]
+    images.append(save(tmp_path / "color.jpg", Image.new("RGB", (9, 9), (10, 200, 30))))
+    outs = []
+    for ck in ("checkpoint.pt", "model.safetensors"):
+        assert cli.main(["predict", "--checkpoint", str(run / ck), *map(str, images), "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0] == outs[1]
+    for r in outs[0]:
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert all(t["cls"] in [str(i) for i in range(10)] for t in r["top"])
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    assert cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), str(tmp_path / "broken.png")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_fast_pad_crop_flip_matches_torchvision():
+    from torchvision.transforms.v2 import functional as TF
+
+    from sknet.data import PadCropFlip, SeededTransform
+
+    mean, std = (0.3, 0.5, 0.7), (0.2, 0.3, 0.4)
+    img = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    fast = SeededTransform(PadCropFlip(mean, std, pad=2, hflip=True), seed=5)
+    seen = set()
+    for index in range(300):
+        out = fast(img, index)
+        matches = []
+        for i in range(5):
+            for j in range(5):
+                crop = TF.crop(TF.pad(img, [2]), i, j, 12, 10)
+                for flip in (False, True):
+                    ref = TF.normalize(
+                        TF.to_dtype(TF.hflip(crop) if flip else crop, torch.float32, scale=True), mean, std
+                    )
+                    if torch.allclose(out, ref, atol=1e-5):
+                        matches.append((i, j, flip))
+        assert matches, f"sample {index}: no torchvision crop/flip gives this output"
+        seen.update(matches)
+        assert torch.equal(out, fast(img, index))  # same (seed, epoch, index): same augmentation
+    assert len(seen) == 50  # every offset and both flips occur
+    plain = PadCropFlip(mean, std, pad=2, train=False)(img)
+    torch.testing.assert_close(plain, TF.normalize(TF.to_dtype(img, torch.float32, scale=True), mean, std))
