@@ -13,7 +13,7 @@
 #
 # Run from the repository root:  OUT=/some/dir bash scripts/gpu_study.sh
 # Environment (defaults for the H100 run):
-#   DATA=.data/fashion-mnist  EPOCHS=5  PARALLEL=16  SEEDS="0 1 2"  STUDY_LIMIT_S=300
+#   DATA=.data/fashion-mnist  EPOCHS=4  PARALLEL=16  SEEDS="0 1 2"  STUDY_LIMIT_S=300
 #   DEVICE=cuda  STUDY=runs/study_gpu  PYTHON=python
 #   CPU check of the logic: EPOCHS=1 TRAIN_LIMIT=512 VAL_LIMIT=256 SEEDS="0 1" PARALLEL=2 DEVICE=cpu \
 #     MAX_IMAGES=200 VARIANTS="k3 k3k5_sk k3k5k7_sk" DATA=/usr/share/datasets/fashion-mnist
@@ -21,7 +21,7 @@ set -uo pipefail
 
 OUT=${OUT:?set OUT to the folder for the results}
 DATA=${DATA:-.data/fashion-mnist}
-EPOCHS=${EPOCHS:-5}
+EPOCHS=${EPOCHS:-4}
 PARALLEL=${PARALLEL:-16}
 SEEDS=${SEEDS:-"0 1 2"}
 STUDY_LIMIT_S=${STUDY_LIMIT_S:-300}

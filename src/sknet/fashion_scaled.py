@@ -191,24 +191,16 @@ def fashion_mnist_scaled(root: Path, split: str, *, train: bool, options: dict) 
     """Builder for ``sknet.data.build_dataset("fashion-mnist-scaled", ...)``.
 
     Factors and positions come from ``options["data_seed"]`` (default 0), not from the
-    training seed, so every run of a study sees the same images. Training augmentation:
-    horizontal flip (``hflip``) and, only if ``pad`` is given, pad + random crop; the
-    random placement already varies position and size. Options ``canvas`` and
+    training seed, so every run of a study sees the same images. Training augmentation
+    (:class:`sknet.data.PadCropFlip`): horizontal flip (``hflip``) and, only if ``pad`` is
+    given, pad + random crop; the random placement already varies position and size. Options ``canvas`` and
     ``scale_range`` change the geometry.
     """
-    from torchvision.transforms import v2 as T
-
-    from .data import DatasetInfo, SeededTransform
+    from .data import DatasetInfo, PadCropFlip, SeededTransform
 
     canvas = int(options.get("canvas", 56))
     info = DatasetInfo("fashion-mnist-scaled", 10, (1, canvas, canvas), SCALED_MEAN, SCALED_STD, FASHION_CLASSES)
-    steps: list = [T.ToImage()]
-    if train and options.get("pad"):
-        steps.append(T.RandomCrop(canvas, padding=int(options["pad"])))
-    if train and options.get("hflip", True):
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(SCALED_MEAN, SCALED_STD)]
-    tf = T.Compose(steps)
+    tf = PadCropFlip(SCALED_MEAN, SCALED_STD, int(options.get("pad") or 0), bool(options.get("hflip", True)), train)
     ds = ScaledFashionMNIST(
         root,
         train=split == "train",
