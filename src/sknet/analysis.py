@@ -468,7 +468,8 @@ def scaled_batches(
             idx = indices[i : i + batch_size]
             per_item = [dataset.render(j, scales) for j in idx]  # each (S, C, H, W)
             images = [torch.stack([p[k] for p in per_item]) for k in range(len(scales))]
-            labels = torch.as_tensor([int(dataset[j][1]) for j in idx])
+            targets = getattr(dataset, "targets", None)
+            labels = torch.as_tensor([int(targets[j]) if targets is not None else int(dataset[j][1]) for j in idx])
             yield images, labels
         return
     loader = torch.utils.data.DataLoader(
