@@ -243,6 +243,7 @@ def test_analyze_command_writes_figures_json_and_csv(tmp_path, fake_fashion):
     assert rc == 0
     for name in (
         "analysis.json",
+        "analysis.md",
         "fig3.png",
         "fig4.png",
         "examples.png",
@@ -307,3 +308,14 @@ def test_analyze_imagefolder_with_weights_and_checkpoint(tmp_path):
     assert [u["name"] for u in a["units"]][:3] == ["SK_2_1", "SK_2_2", "SK_3_1"]
     assert a["fig3_left"]["unit"] == "SK_4_1" and {r["class_name"] for r in a["fig4"]["rows"]} == {"cat", "dog"}
     assert a["fig3_right"] == b["fig3_right"]  # the same weights either way
+
+
+def test_analysis_md_lists_every_unit_and_scale(tmp_path):
+    out = tmp_path / "an"
+    assert main(["analyze", "--model", "sknet_mini", "--dataset", "fake", "--max-images", "8", "--output", str(out),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    s = json.loads((out / "analysis.json").read_text())
+    md = (out / "analysis.md").read_text()
+    for r in s["fig3_right"]:
+        assert f"{r['mean']:+.4f}" in md
+    assert md.count("| SK_") == 3 and "1.5x - 1x" in md and "2x - 1x" in md

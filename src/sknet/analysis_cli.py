@@ -197,6 +197,40 @@ def plot_examples(images: list[torch.Tensor], scales, mean, std, n: int = 6):
     return fig
 
 
+def format_summary(summary: dict, title: str) -> str:
+    """``analysis.md``: per unit, the mean difference a(larger) - a(smaller) at each scale and
+    its change against the first scale measured image by image (mean +- standard error)."""
+    scales = summary["scales"]
+    head = " | ".join(f"{s:g}x" for s in scales)
+    changes = " | ".join(f"{s:g}x - {scales[0]:g}x (s.e.), % images up" for s in scales[1:])
+    lines = [
+        f"# {title}",
+        "",
+        "Mean over images of the per-image mean over channels of a(larger) - a(smaller); "
+        "the change against the first scale is measured image by image.",
+        "",
+        f"| unit | {head} | {changes} |",
+        "|" + " --- |" * (1 + len(scales) + len(scales) - 1),
+    ]
+    for unit in [u["name"] for u in summary["units"]]:
+        rows = {r["scale"]: r for r in summary["fig3_right"] if r["unit"] == unit}
+        vals = " | ".join(f"{rows[s]['mean']:+.4f}" for s in scales)
+        ch = " | ".join(
+            f"{rows[s]['change_vs_first_scale']:+.4f} ({rows[s]['change_sem']:.4f}), "
+            f"{100 * rows[s]['frac_images_increased']:.0f}%"
+            for s in scales[1:]
+        )
+        lines.append(f"| {unit} | {vals} | {ch} |")
+    frac = summary["fig4"].get("frac_classes_increased")
+    if frac:
+        s0, s1 = summary["fig4"]["scales"][:2]
+        lines += ["", f"Fig. 4: classes whose mean difference grows from {s0:g}x to {s1:g}x: "
+                  + ", ".join(f"{u} {100 * f:.0f}%" for u, f in frac.items())]  # fmt: skip
+    acc = ", ".join(f"{float(s):g}x {100 * a:.2f}%" for s, a in summary["accuracy"].items() if a is not None)
+    lines += ["", f"Top-1 accuracy at each scale: {acc}; {summary['num_images']} images.", ""]
+    return "\n".join(lines)
+
+
 def write_outputs(summary: dict, out_dir: str | Path, title: str, examples=None) -> list[Path]:
     """``analysis.json``, three CSVs and the PNG figures into ``out_dir`` (each written atomically)."""
     out = Path(out_dir)
@@ -219,6 +253,7 @@ def write_outputs(summary: dict, out_dir: str | Path, title: str, examples=None)
     )
     _write_csv(out / "fig3_right.csv", summary["fig3_right"])
     _write_csv(out / "fig4.csv", summary["fig4"]["rows"])
+    atomic_write(out / "analysis.md", lambda tmp: Path(tmp).write_text(format_summary(summary, title)))
     _save_fig(plot_fig3(summary, title), out / "fig3.png")
     _save_fig(plot_fig4(summary, title), out / "fig4.png")
     written = [
