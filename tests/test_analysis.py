@@ -20,6 +20,7 @@ from sknet.analysis import (
     select_units,
     summarize,
 )
+from sknet.analysis_cli import fmt_num
 from sknet.cli import main
 from sknet.data import read_idx
 from sknet.fashion_scaled import ScaledFashionMNIST
@@ -317,5 +318,5 @@ def test_analysis_md_lists_every_unit_and_scale(tmp_path):
     s = json.loads((out / "analysis.json").read_text())
     md = (out / "analysis.md").read_text()
     for r in s["fig3_right"]:
-        assert f"{r['mean']:+.4f}" in md
+        assert fmt_num(r["mean"]) in md
     assert md.count("| SK_") == 3 and "1.5x - 1x" in md and "2x - 1x" in md

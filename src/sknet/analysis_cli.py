@@ -197,6 +197,11 @@ def plot_examples(images: list[torch.Tensor], scales, mean, std, n: int = 6):
     return fig
 
 
+def fmt_num(x: float) -> str:
+    """Signed, 4 decimals; scientific below 1e-3 (attention of briefly trained models stays near uniform)."""
+    return f"{x:+.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.2e}"
+
+
 def format_summary(summary: dict, title: str) -> str:
     """``analysis.md``: per unit, the mean difference a(larger) - a(smaller) at each scale and
     its change against the first scale measured image by image (mean +- standard error)."""
@@ -214,9 +219,9 @@ def format_summary(summary: dict, title: str) -> str:
     ]
     for unit in [u["name"] for u in summary["units"]]:
         rows = {r["scale"]: r for r in summary["fig3_right"] if r["unit"] == unit}
-        vals = " | ".join(f"{rows[s]['mean']:+.4f}" for s in scales)
+        vals = " | ".join(fmt_num(rows[s]["mean"]) for s in scales)
         ch = " | ".join(
-            f"{rows[s]['change_vs_first_scale']:+.4f} ({rows[s]['change_sem']:.4f}), "
+            f"{fmt_num(rows[s]['change_vs_first_scale'])} ({fmt_num(rows[s]['change_sem'])[1:]}), "
             f"{100 * rows[s]['frac_images_increased']:.0f}%"
             for s in scales[1:]
         )
