@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "sknet.evaluate",
     "sknet.export",
     "sknet.bench",
+    "sknet.analysis_cli",
+    "sknet.study",
 ]
 
 

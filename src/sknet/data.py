@@ -408,3 +408,6 @@ def set_epoch(dataset: Dataset, epoch: int) -> None:
     tf = getattr(dataset, "transform", None)
     if isinstance(tf, SeededTransform):
         tf.epoch = epoch
+
+
+from . import fashion_scaled  # noqa: E402, F401  (registers "fashion-mnist-scaled")
