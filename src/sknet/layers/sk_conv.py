@@ -250,7 +250,7 @@ class SKConv(nn.Module):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`forward_reference` with fewer passes over memory (module docstring)."""
-        if self._lean_training_applies():
+        if self._lean_training_applies(x):
             convs = [path.conv(x) for path in self.paths]  # 2 x (B, C, H, W), before BN
             bn_params = [t for path in self.paths for t in (path.bn.weight, path.bn.bias)]
             return _LeanSelect.apply(self, *convs, *bn_params, *self.attn.parameters())
@@ -266,7 +266,9 @@ class SKConv(nn.Module):
         s = feats[0].mean((2, 3))
         for f in feats[1:]:
             s = s + f.mean((2, 3))  # (B, C)
-        a = self.attn(s)[:, :, :, None, None]  # (B, M, C, 1, 1); the hook on attn still sees (B, M, C)
+        # (B, M, C, 1, 1); the hook on attn still sees (B, M, C). Under autocast the attention
+        # comes out in float32 (softmax / sigmoid), the branches in bf16/fp16: select in theirs.
+        a = self.attn(s).to(feats[0].dtype)[:, :, :, None, None]
         # In place (no new tensor) when autograd is not recording: the branch outputs are fresh.
         grad = torch.is_grad_enabled() and (feats[0].requires_grad or a.requires_grad)
         if len(feats) == 2:
@@ -285,10 +287,13 @@ class SKConv(nn.Module):
             out.addcmul_(feats[m], a[:, m])
         return out  # (B, C, H, W)
 
-    def _lean_training_applies(self) -> bool:
+    def _lean_training_applies(self, x: torch.Tensor) -> bool:
         """The memory-lean two-branch training step (:class:`_LeanSelect`) covers: training with
-        autograd recording, eager mode, M = 2 attention, plain conv -> BN -> ReLU branches."""
+        autograd recording, eager mode without autocast, M = 2 attention, plain conv -> BN -> ReLU
+        branches. Under autocast the plain path runs (its BN / lerp dtypes are autocast's)."""
         if not (self.training and self.lean_training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return False
+        if torch.is_autocast_enabled(x.device.type):
             return False
         if self.attn is None or len(self.paths) != 2:
             return False
