@@ -242,7 +242,7 @@ def test_eval_gives_the_same_figures_from_checkpoint_and_safetensors(run, capsys
         assert cli.main(args + ["--workers", "0"]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["top1_err"] == results[1]["top1_err"] and results[0]["loss"] == results[1]["loss"]
-    assert results[0]["images"] == 128  # the whole fake test split (training used 16 of it)
+    assert results[0]["images"] == len(build_dataset("fake", split="val"))  # the whole split (training used 16)
 
 
 def test_predict_prints_top5_with_probabilities(run, tmp_path, capsys):
