@@ -291,3 +291,15 @@ def test_fast_pad_crop_flip_matches_torchvision():
     assert len(seen) == 50  # every offset and both flips occur
     plain = PadCropFlip(mean, std, pad=2, train=False)(img)
     torch.testing.assert_close(plain, TF.normalize(TF.to_dtype(img, torch.float32, scale=True), mean, std))
+
+
+def test_tensorboard_without_the_package_says_what_to_install(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install tensorboard"):
+            train(**TINY, output=str(tmp_path / "tb"), tensorboard=True)
+        assert not (tmp_path / "tb" / "checkpoint.pt").exists()
+    else:
+        train(**TINY, output=str(tmp_path / "tb"), tensorboard=True)
+        assert list((tmp_path / "tb" / "tensorboard").iterdir())

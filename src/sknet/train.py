@@ -402,6 +402,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         raise FileNotFoundError(f"nothing to resume: {str(ckpt_path)!r} does not exist")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (global) does not split evenly over {world} processes")
+    writer = _tensorboard(out) if cfg.tensorboard and main else None
     seed_everything(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -467,7 +468,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         return evaluate(plain, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
                         desc="  test", progress=cfg.progress)  # fmt: skip
 
-    writer = _tensorboard(out) if cfg.tensorboard and main else None
     stopped_mid_epoch = False
     try:
         while run.epoch < cfg.epochs and (cfg.max_steps is None or run.step < cfg.max_steps):
