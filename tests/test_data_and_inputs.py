@@ -303,3 +303,21 @@ def test_tensorboard_without_the_package_says_what_to_install(tmp_path):
     else:
         train(**TINY, output=str(tmp_path / "tb"), tensorboard=True)
         assert list((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+def test_eval_on_an_image_folder_with_a_crop_counts_unreadable_files(tmp_path, capsys):
+    import json
+
+    root = image_tree(tmp_path / "data", bad=True)
+    out = tmp_path / "run"
+    train(**dict(TINY, dataset="imagenet", data_dir=str(root), train_limit=None, val_limit=None, batch_size=15,
+                 output=str(out)))  # fmt: skip
+    shutil.copy(root / "train" / "cat" / "truncated.jpg", root / "val" / "cat" / "truncated.jpg")
+    capsys.readouterr()
+    args = ["eval", "--checkpoint", str(out / "model.safetensors"), "--dataset", "imagenet", "--data-dir", str(root),
+            "--crop", "16", "--json", "--no-progress", "--workers", "0"]  # fmt: skip
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["images"], result["skipped"], result["crop"]) == (12, 1, 16)
+    assert cli.main(args[:-4] + ["--on-corrupt", "fail", "--no-progress", "--workers", "0"]) == 2
+    assert "truncated.jpg" in capsys.readouterr().err
