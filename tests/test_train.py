@@ -76,10 +76,12 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_is_bit_identical(tmp_path, workers):
     # 40 steps straight vs 20 steps, stop, resume to 40. 4 steps per epoch at batch 16 / 64
     # images: 20 is an epoch boundary, so also stop at 22 (mid-epoch) and resume twice.
-    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3)
+    # With loader workers too: augmentation is seeded per sample, not per process.
+    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3, workers=workers)
     train(**dict(cfg, output=str(tmp_path / "straight"), max_steps=40))
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=20))
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["run"]["step"] == 20
