@@ -386,9 +386,11 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides) ->
     """
     cfg = resolve_config(config, **overrides)
     rank, world, device = dist.init_distributed(cfg.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, rank, world, device)
     finally:
+        torch.use_deterministic_algorithms(deterministic)  # train() may be called again in this process
         dist.cleanup()
 
 
