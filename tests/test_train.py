@@ -76,10 +76,12 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_is_bit_identical(tmp_path, workers):
     # 40 steps straight vs 20 steps, stop, resume to 40. 4 steps per epoch at batch 16 / 64
     # images: 20 is an epoch boundary, so also stop at 22 (mid-epoch) and resume twice.
-    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3)
+    # With loader workers too: augmentation is seeded per sample, not per process.
+    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3, workers=workers)
     train(**dict(cfg, output=str(tmp_path / "straight"), max_steps=40))
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=20))
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["run"]["step"] == 20
@@ -261,7 +263,7 @@ def test_config_file_is_saved_beside_and_inside_the_checkpoint(tmp_path):
     assert resolve_config(on_disk).max_steps == 2
 
 
-def test_fashion_mnist_trains_a_few_steps():
+def test_fashion_mnist_trains_a_few_steps(tmp_path):
     from sknet.data import DEFAULT_ROOTS, build_dataset
 
     root = Path(DEFAULT_ROOTS["fashion-mnist"])
@@ -272,6 +274,13 @@ def test_fashion_mnist_trains_a_few_steps():
     x, y = train_set[0]
     assert x.shape == (1, 28, 28) and 0 <= y < 10
     assert sorted(set(test_set.targets.tolist())) == list(range(10))
+    result = train(
+        ROOT / "configs" / "fashion_mnist.yaml", output=str(tmp_path / "fm"), train_limit=1024, val_limit=256,
+        epochs=3, progress=False,
+    )  # fmt: skip
+    history = rows(tmp_path / "fm")
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert result["test_top1_err"] < 50  # 24 steps on 1024 images: far better than chance (90 %)
 
 
 def test_cli_train_runs_with_flags_and_prints_a_results_table(tmp_path, capsys):
