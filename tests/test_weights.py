@@ -84,3 +84,16 @@ def test_save_weights_and_load_model_round_trip_with_metadata(tmp_path):
     assert torch.equal(_logits(a, x), _logits(b, x))
     assert b.pretrained_cfg["mean"] == [0.5] and b.pretrained_cfg["metrics"] == {"top1_err": 8.1}
     assert not list(tmp_path.glob(".*.tmp")), "the temporary file was left behind"
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    import os
+
+    from sknet.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.bin", lambda tmp: open(tmp, "wb").write(b"x"))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
