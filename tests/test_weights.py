@@ -1,5 +1,7 @@
 """Weights from timm and torchvision give the same logits; wrong checkpoints fail clearly."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -93,7 +95,7 @@ def test_atomic_write_gives_the_usual_permissions(tmp_path):
 
     umask = os.umask(0o022)
     try:
-        path = atomic_write(tmp_path / "f.bin", lambda tmp: open(tmp, "wb").write(b"x"))
+        path = atomic_write(tmp_path / "f.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
