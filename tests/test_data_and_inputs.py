@@ -242,7 +242,7 @@ def test_eval_gives_the_same_figures_from_checkpoint_and_safetensors(run, capsys
         assert cli.main(args + ["--workers", "0"]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["top1_err"] == results[1]["top1_err"] and results[0]["loss"] == results[1]["loss"]
-    assert results[0]["images"] == 128  # the whole fake test split (training used 16 of it)
+    assert results[0]["images"] == len(build_dataset("fake", split="val"))  # the whole split (training used 16)
 
 
 def test_predict_prints_top5_with_probabilities(run, tmp_path, capsys):
@@ -291,3 +291,33 @@ def test_fast_pad_crop_flip_matches_torchvision():
     assert len(seen) == 50  # every offset and both flips occur
     plain = PadCropFlip(mean, std, pad=2, train=False)(img)
     torch.testing.assert_close(plain, TF.normalize(TF.to_dtype(img, torch.float32, scale=True), mean, std))
+
+
+def test_tensorboard_without_the_package_says_what_to_install(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install tensorboard"):
+            train(**TINY, output=str(tmp_path / "tb"), tensorboard=True)
+        assert not (tmp_path / "tb" / "checkpoint.pt").exists()
+    else:
+        train(**TINY, output=str(tmp_path / "tb"), tensorboard=True)
+        assert list((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+def test_eval_on_an_image_folder_with_a_crop_counts_unreadable_files(tmp_path, capsys):
+    import json
+
+    root = image_tree(tmp_path / "data", bad=True)
+    out = tmp_path / "run"
+    train(**dict(TINY, dataset="imagenet", data_dir=str(root), train_limit=None, val_limit=None, batch_size=15,
+                 output=str(out)))  # fmt: skip
+    shutil.copy(root / "train" / "cat" / "truncated.jpg", root / "val" / "cat" / "truncated.jpg")
+    capsys.readouterr()
+    args = ["eval", "--checkpoint", str(out / "model.safetensors"), "--dataset", "imagenet", "--data-dir", str(root),
+            "--crop", "16", "--json", "--no-progress", "--workers", "0"]  # fmt: skip
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["images"], result["skipped"], result["crop"]) == (12, 1, 16)
+    assert cli.main(args[:-4] + ["--on-corrupt", "fail", "--no-progress", "--workers", "0"]) == 2
+    assert "truncated.jpg" in capsys.readouterr().err

@@ -76,10 +76,12 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_resume_is_bit_identical(tmp_path, workers):
     # 40 steps straight vs 20 steps, stop, resume to 40. 4 steps per epoch at batch 16 / 64
     # images: 20 is an epoch boundary, so also stop at 22 (mid-epoch) and resume twice.
-    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3)
+    # With loader workers too: augmentation is seeded per sample, not per process.
+    cfg = tiny(tmp_path, epochs=12, lr_schedule="cosine", warmup_epochs=1, checkpoint_every=3, workers=workers)
     train(**dict(cfg, output=str(tmp_path / "straight"), max_steps=40))
     train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=20))
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["run"]["step"] == 20
@@ -100,7 +102,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
-    cfg = tiny(tmp_path, epochs=60, max_steps=200, checkpoint_every=1)
+    cfg = tiny(tmp_path, epochs=30, max_steps=120, checkpoint_every=1)
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "sknet.cli", "train", "--output", str(out), "--no-progress"]
     args += as_flags(cfg)
@@ -127,9 +129,33 @@ def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
     # Resuming finishes the run, and lands exactly where an uninterrupted run does.
     train(**dict(cfg, output=str(out), resume=True))
     assert not list(out.glob(".*.tmp")), "stale temporary files were not cleaned up"
-    train(**dict(cfg, output=str(tmp_path / "straight")))
+    train(**dict(cfg, output=str(tmp_path / "straight"), checkpoint_every=0))
     a, b = weights(out), weights(tmp_path / "straight")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_9_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_path):
+    train(**tiny(tmp_path, max_steps=2, epochs=3))
+    ck = tmp_path / "run" / "checkpoint.pt"
+    before = digest(ck)
+    child = (
+        "import sys, time, torch\n"
+        "from sknet.checkpoint import save_checkpoint\n"
+        "def stuck(obj, path):  # half a file, then hang until killed\n"
+        "    with open(path, 'wb') as f:\n"
+        "        f.write(b'PK' + bytes(100000)); f.flush()\n"
+        "        print('writing', flush=True); time.sleep(120)\n"
+        "torch.save = stuck\n"
+        "save_checkpoint(sys.argv[1], {'model': {}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child, str(ck)], env=subprocess_env(), stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert digest(ck) == before and load_checkpoint(ck)["run"]["step"] == 2
+    assert list(ck.parent.glob(".checkpoint.pt.*.tmp")), "the killed writer's temporary file should be there"
+    assert train(**tiny(tmp_path, max_steps=3, epochs=3, resume=True))["steps"] == 3
+    assert not list(ck.parent.glob(".*.tmp"))
 
 
 @pytest.mark.slow
@@ -237,7 +263,7 @@ def test_config_file_is_saved_beside_and_inside_the_checkpoint(tmp_path):
     assert resolve_config(on_disk).max_steps == 2
 
 
-def test_fashion_mnist_trains_a_few_steps():
+def test_fashion_mnist_trains_a_few_steps(tmp_path):
     from sknet.data import DEFAULT_ROOTS, build_dataset
 
     root = Path(DEFAULT_ROOTS["fashion-mnist"])
@@ -248,3 +274,35 @@ def test_fashion_mnist_trains_a_few_steps():
     x, y = train_set[0]
     assert x.shape == (1, 28, 28) and 0 <= y < 10
     assert sorted(set(test_set.targets.tolist())) == list(range(10))
+    result = train(
+        ROOT / "configs" / "fashion_mnist.yaml", output=str(tmp_path / "fm"), train_limit=1024, val_limit=256,
+        epochs=3, progress=False,
+    )  # fmt: skip
+    history = rows(tmp_path / "fm")
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert result["test_top1_err"] < 50  # 24 steps on 1024 images: far better than chance (90 %)
+
+
+def test_cli_train_runs_with_flags_and_prints_a_results_table(tmp_path, capsys):
+    from sknet import cli
+
+    out = tmp_path / "cli"
+    args = ["train", "--dataset", "fake", "--model", "resnext_mini", "--epochs", "1", "--batch-size", "16",
+            "--lr", "0.05", "--output", str(out), "--max-steps", "3", "--checkpoint-every", "2", "--device", "cpu",
+            "--amp", "off", "--seed", "1", "--workers", "0", "--channels-last", "--no-progress",
+            "--set", "image_size=16", "--set", "train_limit=64", "--set", "val_limit=16"]  # fmt: skip
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "test top-1 accuracy" in text and "resnext_mini" in text
+    cfg = load_checkpoint(out / "checkpoint.pt")["config"]
+    assert (cfg["seed"], cfg["channels_last"], cfg["max_steps"], cfg["lr"]) == (1, True, 3, 0.05)
+    # --resume without --config picks up the run's own config.yaml
+    assert cli.main(["train", "--output", str(out), "--resume", "--max-steps", "4", "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["run"]["step"] == 4
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = resolve_config(epochs=10, lr_schedule="cosine", warmup_epochs=1)
+    f = lr_factor(cfg, steps_per_epoch=100)
+    assert f(0) == pytest.approx(0.01) and f(99) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(1.0) and f(550) == pytest.approx(0.5) and f(1000) == pytest.approx(0.0)

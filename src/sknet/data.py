@@ -330,21 +330,38 @@ def _find_idx(root: Path, name: str) -> Path | None:
     return None
 
 
+class FakeImages(Dataset):
+    """Synthetic, learnable images: a smooth pattern per class (upsampled 4x4 noise, which
+    survives crops and flips) plus per-image noise, made on demand from ``(seed, index)``."""
+
+    def __init__(self, size: int, input_size, num_classes: int, seed: int, transform: Callable) -> None:
+        c, h, w = input_size
+        g = torch.Generator().manual_seed(0)  # the same classes in every split
+        self.patterns = torch.nn.functional.interpolate(
+            torch.rand(num_classes, c, 4, 4, generator=g), (h, w), mode="bilinear"
+        )  # (K, C, H, W)
+        self.targets = torch.randint(num_classes, (size,), generator=g.manual_seed(seed))
+        self.seed, self.transform = seed, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        target = int(self.targets[index])
+        noise = torch.rand(self.patterns.shape[1:], generator=torch.Generator().manual_seed(self.seed * 2**32 + index))
+        img = ((0.6 * self.patterns[target] + 0.4 * noise) * 255).to(torch.uint8)  # (C, H, W)
+        return _apply(self.transform, img, index), target
+
+
 def fake(root: Path | None, split: str, *, train: bool, options: dict) -> Dataset:
-    """Synthetic, learnable data for smoke tests: class-dependent patterns plus noise,
-    generated deterministically from the split (no files)."""
+    """Synthetic data for smoke tests and benchmarks (no files): ``size`` images (default
+    10000 train / 1000 val) of ``input_size`` (default 3x32x32), ``num_classes`` classes."""
     c, h, w = options.get("input_size") or (3, 32, 32)
     num_classes = options.get("num_classes") or 10
-    n = options.get("size") or (256 if split == "train" else 128)
-    g = torch.Generator().manual_seed(0)
-    # Smooth class patterns (upsampled 4x4 noise) survive crops and flips.
-    patterns = torch.nn.functional.interpolate(torch.rand(num_classes, c, 4, 4, generator=g), (h, w), mode="bilinear")
-    g.manual_seed(1 if split == "train" else 2)
-    targets = torch.randint(num_classes, (n,), generator=g)
-    noise = torch.rand(n, c, h, w, generator=g)
-    images = ((0.6 * patterns[targets] + 0.4 * noise) * 255).to(torch.uint8)  # (N, C, H, W)
+    size = options.get("size") or (10000 if split == "train" else 1000)
     info = DatasetInfo("fake", num_classes, (c, h, w), (0.5,) * c, (0.25,) * c, tuple(map(str, range(num_classes))))
-    ds = TensorImages(images, targets, _transform(info, train, options, pad=2, in_memory=True))
+    transform = _transform(info, train, options, pad=2, in_memory=True)
+    ds = FakeImages(size, (c, h, w), num_classes, 1 if split == "train" else 2, transform)
     ds.info, ds.classes = info, list(info.classes)
     return ds
 

@@ -386,9 +386,11 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides) ->
     """
     cfg = resolve_config(config, **overrides)
     rank, world, device = dist.init_distributed(cfg.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, rank, world, device)
     finally:
+        torch.use_deterministic_algorithms(deterministic)  # train() may be called again in this process
         dist.cleanup()
 
 
@@ -402,6 +404,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         raise FileNotFoundError(f"nothing to resume: {str(ckpt_path)!r} does not exist")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (global) does not split evenly over {world} processes")
+    writer = _tensorboard(out) if cfg.tensorboard and main else None
     seed_everything(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -467,7 +470,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
         return evaluate(plain, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
                         desc="  test", progress=cfg.progress)  # fmt: skip
 
-    writer = _tensorboard(out) if cfg.tensorboard and main else None
     stopped_mid_epoch = False
     try:
         while run.epoch < cfg.epochs and (cfg.max_steps is None or run.step < cfg.max_steps):
