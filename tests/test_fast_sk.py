@@ -354,3 +354,15 @@ def test_fast_training_step_under_bf16_autocast_matches_reference():
         err_ref = ((grads["reference", True][n] - g).norm() / g.norm()).item()
         err_fast = ((grads["fast", True][n] - g).norm() / g.norm()).item()
         assert err_fast <= 2 * err_ref + 1e-2, (n, err_fast, err_ref)
+
+
+@pytest.mark.slow
+def test_fused_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = fuse(randomize_bn(sknet.create_model("sknet_mini")))
+    x = torch.randn(2, 1, 28, 28)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=True)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        assert_close_rel(torch.from_numpy(y), model(x))
