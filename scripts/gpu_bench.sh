@@ -38,12 +38,15 @@ stage() {  # stage NAME LIMIT_S ARGS... ; on out-of-memory retries at half the b
   done
 }
 
+# 0. does one merged 5x5 grouped conv beat the two 3x3 branch convs? (~5 s)
+timeout 20 $PY scripts/bench_merge_branches.py --device "$DEVICE" --batch "$BATCH" --dtype "$DTYPE" > "$OUT/merge_branches.txt" 2>&1
+cat "$OUT/merge_branches.txt"
 # 1. eager, all three plus the ablation (reference SK path, plain-autograd training, fused
 #    inference for both sides): ~50 s
-stage eager 65 $TRIO sknet50@reference sknet50@nolean sknet50+fuse torchvision:resnext50_32x4d+fuse
+stage eager 60 $TRIO sknet50@reference sknet50@nolean sknet50+fuse torchvision:resnext50_32x4d+fuse
 # 2. compiled inference, all three: three compilations, ~20 s each
-stage compiled_inference 75 $TRIO --modes inference --compile --rounds 3
+stage compiled_inference 70 $TRIO --modes inference --compile --rounds 3
 # 3. compiled training (forward + backward graphs, the slowest compilations): SKNet-50 and
 #    ResNeXt-50 only, to stay inside the budget; timm's compiled training is not measured here
-stage compiled_train 90 sknet50 torchvision:resnext50_32x4d --modes train --compile --rounds 3
+stage compiled_train 80 sknet50 torchvision:resnext50_32x4d --modes train --compile --rounds 3
 echo "total $(( $(date +%s) - start ))s" | tee "$OUT/total.txt"

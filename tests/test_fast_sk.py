@@ -333,3 +333,36 @@ def test_fuse_is_callable_from_the_package_and_the_module():
     with torch.no_grad():
         torch.testing.assert_close(sknet.fuse(model)(x), sknet.fuse.fuse(model)(x))
         torch.testing.assert_close(fuse_module.fuse(model)(x), sknet.fuse(model)(x))
+
+
+def test_fast_training_step_under_bf16_autocast_matches_reference():
+    """The GPU benchmark trains under bf16 autocast: the lean step must accept mixed dtypes and be
+    as accurate as the reference under autocast (both against fp32 gradients; bf16 alone is ~5% off)."""
+    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
+    x = torch.randn(16, 16, 9, 9)
+    grads = {}
+    for impl, autocast in (("reference", False), ("reference", True), ("fast", True)):
+        m = copy.deepcopy(sk)
+        m.impl = impl
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = m(x)
+        assert out.dtype == (torch.bfloat16 if autocast else torch.float32)
+        out.float().square().mean().backward()
+        grads[impl, autocast] = {n: p.grad for n, p in m.named_parameters()}
+    exact = grads["reference", False]
+    for n, g in exact.items():
+        err_ref = ((grads["reference", True][n] - g).norm() / g.norm()).item()
+        err_fast = ((grads["fast", True][n] - g).norm() / g.norm()).item()
+        assert err_fast <= 2 * err_ref + 1e-2, (n, err_fast, err_ref)
+
+
+@pytest.mark.slow
+def test_fused_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = fuse(randomize_bn(sknet.create_model("sknet_mini")))
+    x = torch.randn(2, 1, 28, 28)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=True)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        assert_close_rel(torch.from_numpy(y), model(x))

@@ -9,7 +9,10 @@ Two implementations of the same maths live here (docs/performance.md measures th
   done in place when no gradient is needed; in eval mode each branch's BatchNorm is
   folded into its convolution's weights on the fly (same maths, one pass less per branch).
   Every step keeps the input's memory format (channels_last stays channels_last), and
-  autograd saves only the branch outputs and the attention, never products.
+  autograd saves only the branch outputs and the attention, never products. Training with
+  two branches in eager mode goes through :class:`_LeanSelect`, which keeps only the two conv
+  outputs and recomputes BN + ReLU in backward (SKNet-50's peak training memory 1.21x ->
+  1.09x ResNeXt-50's on the CPU). Under ``torch.compile`` the plain ops run (no graph breaks).
 
 Choose with :func:`set_sk_impl` (global), the :func:`sk_impl` context manager, or the
 ``impl`` attribute of one :class:`SKConv` (``None`` follows the global choice).
@@ -374,7 +377,8 @@ class _LeanSelect(torch.autograd.Function):
         for c, bn, mean, invstd in ((c1, bns[0], m1, i1), (c2, bns[1], m2, i2)):
             scale = bn.weight * invstd  # (C,)
             shift = bn.bias - mean * scale
-            feats.append(torch.addcmul(shift[:, None, None], c, scale[:, None, None]).relu_())  # U_m again
+            u = torch.addcmul(shift[:, None, None], c, scale[:, None, None]).relu_()  # U_m again
+            feats.append(u.to(c.dtype))  # autocast: BN statistics are fp32, the maps stay bf16/fp16
         # dL/da_1 = sum_hw grad * (U_1 - U_2)
         d = feats[0] - feats[1]
         grad_a = torch.zeros_like(a)
@@ -392,7 +396,7 @@ class _LeanSelect(torch.autograd.Function):
             (feats[0], a1, c1, bns[0], m1, i1),
             (feats[1], 1 - a1, c2, bns[1], m2, i2),
         ):
-            g_feat = torch.addcmul(ds, grad, weight)  # dL/dU_m
+            g_feat = torch.addcmul(ds, grad, weight).to(c.dtype)  # dL/dU_m
             g_y = torch.ops.aten.threshold_backward(g_feat, feat, 0)  # through the ReLU
             del g_feat
             gc, gw, gb = torch.ops.aten.native_batch_norm_backward(
