@@ -97,10 +97,10 @@ def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean, monkey
     same fast path, also with frozen attention and frozen first branch."""
     monkeypatch.setattr(SKConv, "lean_training", lean)
     sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
-    assert sk._lean_training_applies() is lean
+    x = torch.randn(16, 16, 9, 9)
+    assert sk._lean_training_applies(x) is lean
     for p in [*sk.attn.parameters(), *sk.paths[0].parameters()]:
         p.requires_grad_(False)
-    x = torch.randn(16, 16, 9, 9)
     ref_out, ref_gx, ref_grads, ref_stats = _run(sk, x, "reference")
     out, gx, grads, stats = _run(sk, x, "fast")
     assert_close_rel(out, ref_out)
