@@ -28,6 +28,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests
 	$(PY) -m ruff format --check src tests
 
+# The real-data tests need Fashion-MNIST; if it cannot be installed they skip and say why.
 test: $(STAMP)
+	-FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) sh scripts/get_fashion_mnist.sh
 	$(PY) -m ruff check src tests
 	$(PY) -m pytest -q

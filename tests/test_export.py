@@ -34,15 +34,7 @@ def conditioned(model: torch.nn.Module, input_size, fc_scale: float = 10.0) -> t
     return model.eval()
 
 
-def _fuse_available() -> bool:
-    try:
-        import sknet.fuse  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-FUSED = [False, pytest.param(True, marks=pytest.mark.skipif(not _fuse_available(), reason="sknet.fuse not merged"))]
+FUSED = [False, True]
 
 
 def _check_onnx(model, tmp_path, input_size, fused, dynamic, deep=False):
@@ -149,12 +141,6 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(_fuse_available(), reason="sknet.fuse is there")
-def test_fuse_without_the_fusion_module_says_so(tmp_path, capsys):
-    rc = main(["export", "--model", "sknet_mini", "--fuse", "-o", str(tmp_path / "m.onnx")])
-    assert rc == 2 and "fusion not available" in capsys.readouterr().err
-
-
 def test_cli_exports_a_shared_weights_file_and_records_the_model(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     model = conditioned(sknet.create_model("sknet_mini", select="sum", num_classes=7), (1, 28, 28))
@@ -169,12 +155,11 @@ def test_cli_exports_a_shared_weights_file_and_records_the_model(tmp_path, capsy
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert (sk_export.run_exported(out, "onnx", x) - model(x)).abs().max().item() <= 1e-4
-    if _fuse_available():
-        fused = tmp_path / "w_fused.onnx"
-        assert main(["export", "--checkpoint", str(weights), "-o", str(fused), "--fuse"]) == 0
-        assert {p.key: p.value for p in onnx.load(str(fused)).metadata_props}["sknet.fused"] == "True"
-        with torch.no_grad():
-            assert (sk_export.run_exported(fused, "onnx", x[:1]) - model(x[:1])).abs().max().item() <= 1e-4
+    fused = tmp_path / "w_fused.onnx"
+    assert main(["export", "--checkpoint", str(weights), "-o", str(fused), "--fuse"]) == 0
+    assert {p.key: p.value for p in onnx.load(str(fused)).metadata_props}["sknet.fused"] == "True"
+    with torch.no_grad():
+        assert (sk_export.run_exported(fused, "onnx", x[:1]) - model(x[:1])).abs().max().item() <= 1e-4
 
 
 def test_shared_weights_round_trip_gives_identical_outputs_and_features(tmp_path):

@@ -74,10 +74,8 @@ class ExportReport:
 
 
 def _fuse(model: nn.Module) -> nn.Module:
-    try:
-        from .fuse import fuse
-    except ImportError as e:
-        raise ValueError("fusion not available: this sknet has no sknet.fuse module yet; export without --fuse") from e
+    from .fuse import fuse
+
     return fuse(model)  # a fused deep copy; the eager model stays as it is
 
 
