@@ -7,6 +7,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and the shared 2-core machine punishes
+    oversubscribed OpenMP threads badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics and affine terms, so eval-mode
     comparisons exercise them."""

@@ -22,19 +22,18 @@ TINY = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "base"
-    torch.set_num_threads(1)
-    train(**TINY, output=str(out))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module-scoped: the function-scoped one_thread fixture is not active yet
+    try:
+        train(**TINY, output=str(out))
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -32,9 +32,17 @@ def autocast(device: torch.device, amp: str = "off"):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _prepare(batch, device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(images, targets, skipped)`` on ``device``; ``skipped`` counts unreadable files (0 if the
+    loader does not report them). Empty batches are returned as they are."""
     images, targets, *rest = batch
-    return images, targets, int(rest[0]) if rest else 0
+    skipped = int(rest[0]) if rest else 0
+    if len(targets) == 0:
+        return images, targets, skipped
+    images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets, skipped
 
 
 class Progress:
@@ -109,13 +117,10 @@ def train_one_epoch(
         if max_steps is not None and step >= max_steps:
             completed = False
             break
-        images, targets, skipped = _unpack(batch)
+        images, targets, skipped = _prepare(batch, device, channels_last)
         totals["skipped"] += skipped
         if len(targets) == 0:  # every file of the batch was unreadable (single process only: DDP would hang)
             continue
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = model(images)
             loss = criterion(logits, targets)
@@ -186,13 +191,10 @@ def evaluate(
     loss = top1 = top5 = n = skipped = 0.0
     bar = Progress(len(loader), desc, progress, lines=False)  # the caller prints the result
     for batch in loader:
-        images, targets, skip = _unpack(batch)
+        images, targets, skip = _prepare(batch, device, channels_last)
         skipped += skip
         if len(targets) == 0:
             continue
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = model(images)
         loss += F.cross_entropy(logits.float(), targets, reduction="sum").item()

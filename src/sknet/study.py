@@ -158,6 +158,8 @@ def status(spec: RunSpec) -> str:
     Raises:
         ValueError: A finished run in this folder used another recipe.
     """
+    from .train import _plain  # tuples and lists compare equal (YAML has no tuples)
+
     out = Path(spec.output)
     result = out / "result.json"
     if result.is_file():
@@ -172,14 +174,6 @@ def status(spec: RunSpec) -> str:
             )
         return "done"
     return "partial" if (out / "checkpoint.pt").is_file() else "new"
-
-
-def _plain(v):
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
 
 
 # --------------------------------------------------------------------------- running
