@@ -320,3 +320,50 @@ def test_analysis_md_lists_every_unit_and_scale(tmp_path):
     for r in s["fig3_right"]:
         assert fmt_num(r["mean"]) in md
     assert md.count("| SK_") == 3 and "1.5x - 1x" in md and "2x - 1x" in md
+
+
+def test_compare_runs_aggregates_each_run_change(tmp_path, capsys):
+    """--compare reads finished analyses and reports, per unit and scale, each run's change
+    against the first scale, their mean and std over runs, and how many runs moved up."""
+    outs = []
+    for seed in range(3):
+        out = tmp_path / f"seed{seed}"
+        torch.manual_seed(seed)  # different random weights: different attention
+        model = _lively(create_model("sknet_mini"))
+        from sknet import save_weights
+
+        save_weights(model, tmp_path / f"w{seed}.safetensors")
+        assert main(["analyze", "--checkpoint", str(tmp_path / f"w{seed}.safetensors"), "--dataset", "fake",
+                     "--max-images", "8", "--device", "cpu", "--output", str(out)]) == 0  # fmt: skip
+        outs.append(out)
+    cmp_dir = tmp_path / "cmp"
+    assert main(["analyze", "--compare", *map(str, outs), "--output", str(cmp_dir)]) == 0
+    comparison = json.loads((cmp_dir / "comparison.json").read_text())
+    summaries = [json.loads((o / "analysis.json").read_text()) for o in outs]
+    assert comparison["labels"] == ["seed0", "seed1", "seed2"]
+    units = [u["name"] for u in summaries[0]["units"]]
+    assert len(comparison["rows"]) == len(units) * (len(summaries[0]["scales"]) - 1)
+    for row in comparison["rows"]:
+        expected = [
+            next(r for r in s["fig3_right"] if r["unit"] == row["unit"] and r["scale"] == row["scale"])[
+                "change_vs_first_scale"
+            ]
+            for s in summaries
+        ]
+        assert row["changes"] == pytest.approx(expected)
+        assert row["mean_change"] == pytest.approx(float(np.mean(expected)))
+        assert row["std_change"] == pytest.approx(float(np.std(expected, ddof=1)))
+        assert row["runs_up"] == sum(c > 0 for c in expected)
+    md = (cmp_dir / "comparison.md").read_text()
+    assert all(u in md for u in units) and (cmp_dir / "comparison.png").stat().st_size > 0
+    csv_lines = (cmp_dir / "comparison.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 3 * len(comparison["rows"])
+    # bad input: a folder without analysis.json, analyses of different scales
+    assert main(["analyze", "--compare", str(tmp_path), "--output", str(tmp_path / "bad")]) == 2
+    assert "analysis.json" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    other = tmp_path / "other"
+    assert main(["analyze", "--checkpoint", str(tmp_path / "w0.safetensors"), "--dataset", "fake", "--max-images",
+                 "8", "--device", "cpu", "--scales", "1.0", "2.0", "--output", str(other)]) == 0  # fmt: skip
+    assert main(["analyze", "--compare", str(outs[0]), str(other), "--output", str(tmp_path / "bad2")]) == 2
+    assert "differ" in capsys.readouterr().err and not (tmp_path / "bad2").exists()
+    assert main(["analyze", "--output", str(tmp_path / "bad3")]) == 2  # neither --dataset nor --compare

@@ -491,3 +491,44 @@ def default_units(units: Sequence[SKUnit]) -> tuple[str, list[str]]:
         picks = sorted({0, len(names) // 2, len(names) - 1})
         fig4 = [names[i] for i in picks]
     return fig3, fig4
+
+
+def compare_runs(summaries: Sequence[dict], labels: Sequence[str]) -> dict:
+    """Fig. 3 (right) across several trained models, e.g. the seeds of one study variant.
+
+    For every unit and every scale after the first: each run's change of the mean
+    ``a(larger) - a(smaller)`` against the first scale (measured image by image by
+    :func:`summarize`), their mean and sample standard deviation over runs, and how many runs
+    moved towards the larger kernel. One model showing a shift is one training run; the same
+    shift in every seed is a property of the setting. Summaries must share scales and units.
+    """
+    if len(summaries) != len(labels) or not summaries:
+        raise ValueError("compare_runs needs one label per summary and at least one summary")
+    scales = summaries[0]["scales"]
+    units = [u["name"] for u in summaries[0]["units"]]
+    for label, s in zip(labels, summaries):
+        if s["scales"] != scales or [u["name"] for u in s["units"]] != units:
+            raise ValueError(
+                f"{label}: scales {s['scales']} / units {[u['name'] for u in s['units']]} differ from "
+                f"{labels[0]}'s ({scales} / {units}); compare analyses made with the same --scales "
+                "on the same model family"
+            )
+    rows = []
+    for unit in units:
+        for scale in scales[1:]:
+            per_run = []
+            for s in summaries:
+                (r,) = [r for r in s["fig3_right"] if r["unit"] == unit and r["scale"] == scale]
+                per_run.append(r)
+            changes = torch.tensor([r["change_vs_first_scale"] for r in per_run], dtype=torch.float64)
+            rows.append(dict(
+                unit=unit, scale=scale, first_scale=scales[0], runs=len(per_run),
+                changes=[float(c) for c in changes],
+                change_sems=[float(r["change_sem"]) for r in per_run],
+                frac_images_increased=[float(r["frac_images_increased"]) for r in per_run],
+                mean_change=float(changes.mean()),
+                std_change=float(changes.std()) if len(changes) > 1 else float("nan"),
+                runs_up=int((changes > 0).sum()),
+            ))  # fmt: skip
+    accuracy = {label: s["accuracy"] for label, s in zip(labels, summaries)}
+    return dict(labels=list(labels), scales=scales, units=units, rows=rows, accuracy=accuracy)

@@ -13,6 +13,13 @@ Examples::
 Writes ``analysis.json`` (every number plotted, plus the settings), ``fig3_left.csv``,
 ``fig3_right.csv``, ``fig4.csv``, ``fig3.png``, ``fig4.png`` and ``examples.png`` (a few
 inputs at each scale, to see what the model was shown).
+
+Several trained models (e.g. the seeds of a study variant), after analysing each::
+
+    sknet analyze --compare runs/a-seed0 runs/a-seed1 runs/a-seed2 --output runs/a-seeds
+
+writes ``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``comparison.png``: per
+unit and scale, every run's change against the first scale and how many runs agree.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .analysis import default_units, run_analysis, scaled_batches, select_units, summarize
+from .analysis import compare_runs, default_units, run_analysis, scaled_batches, select_units, summarize
 from .io import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -337,7 +344,91 @@ def analyze(args) -> dict:
     return summary
 
 
+def format_comparison(comparison: dict) -> str:
+    """``comparison.md``: per unit and scale, each run's change of a(larger) - a(smaller) against
+    the first scale, their mean +- std over runs, and the runs that moved to the larger kernel."""
+    labels = comparison["labels"]
+    lines = [
+        "# Attention shift across runs",
+        "",
+        "Change of the mean a(larger) - a(smaller) against the first scale, per run (measured image by "
+        "image over the same test images); mean +- sample std over runs; runs whose change is positive "
+        "(attention moved towards the larger kernel).",
+        "",
+        f"| unit | scale | {' | '.join(labels)} | mean +- std | runs up |",
+        "|" + " --- |" * (4 + len(labels)),
+    ]
+    for r in comparison["rows"]:
+        per = " | ".join(fmt_num(c) for c in r["changes"])
+        std = "-" if r["runs"] < 2 else fmt_num(r["std_change"])[1:]
+        lines.append(
+            f"| {r['unit']} | {r['scale']:g}x - {r['first_scale']:g}x | {per} | {fmt_num(r['mean_change'])} +- {std} "
+            f"| {r['runs_up']} of {r['runs']} |"
+        )
+    acc = "; ".join(
+        f"{label}: " + ", ".join(f"{float(s):g}x {100 * a:.2f}%" for s, a in accs.items() if a is not None)
+        for label, accs in comparison["accuracy"].items()
+    )
+    lines += ["", f"Top-1 accuracy at each scale: {acc}.", ""]
+    return "\n".join(lines)
+
+
+def plot_comparison(comparison: dict):
+    """One panel per unit: each run's change against the first scale (dots) and the mean (bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    units, scales = comparison["units"], comparison["scales"][1:]
+    fig, axes = plt.subplots(1, len(units), figsize=(3.2 * len(units), 3.2), sharey=True, squeeze=False)
+    for ax, unit in zip(axes[0], units):
+        rows = [r for r in comparison["rows"] if r["unit"] == unit]
+        for k, r in enumerate(rows):
+            ax.bar(k, r["mean_change"], color=_COLORS[k % len(_COLORS)], alpha=0.5, width=0.6)
+            ax.scatter([k] * len(r["changes"]), r["changes"], color="black", s=14, zorder=3)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(rows)), [f"{s:g}x" for s in scales])
+        ax.set_title(unit)
+    axes[0][0].set_ylabel(f"change of a(larger) - a(smaller)\nvs {comparison['scales'][0]:g}x")
+    fig.suptitle(f"Attention shift with object size, {len(comparison['labels'])} runs (dots) and their mean (bars)")
+    fig.tight_layout()
+    return fig
+
+
+def compare(args) -> dict:
+    """``--compare``: read each folder's analysis.json, write the comparison into ``--output``."""
+    summaries, labels = [], []
+    for d in args.compare:
+        path = Path(d) / "analysis.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: --compare takes folders written by `sknet analyze --output`")
+        summaries.append(json.loads(path.read_text()))
+        labels.append(Path(d).name)
+    if len(set(labels)) != len(labels):
+        labels = [str(d) for d in args.compare]
+    comparison = compare_runs(summaries, labels)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "comparison.json", lambda tmp: Path(tmp).write_text(json.dumps(comparison, indent=1)))
+    _write_csv(out / "comparison.csv", [
+        dict(unit=r["unit"], scale=r["scale"], label=label, change=c, change_sem=e, frac_images_increased=f)
+        for r in comparison["rows"]
+        for label, c, e, f in zip(comparison["labels"], r["changes"], r["change_sems"], r["frac_images_increased"])
+    ])  # fmt: skip
+    atomic_write(out / "comparison.md", lambda tmp: Path(tmp).write_text(format_comparison(comparison)))
+    _save_fig(plot_comparison(comparison), out / "comparison.png")
+    return comparison
+
+
 def _run(args) -> int:
+    if args.compare:
+        comparison = compare(args)
+        print(format_comparison(comparison))
+        print(f"wrote {args.output}/comparison.md, comparison.csv, comparison.json, comparison.png")
+        return 0
+    if not args.dataset:
+        raise ValueError("--dataset is required (or --compare DIR ... to compare finished analyses)")
     summary = analyze(args)
     acc = ", ".join(f"{float(s):g}x {100 * a:.2f}%" for s, a in summary["accuracy"].items() if a is not None)
     print(f"analysed {summary['num_images']} images; top-1 accuracy {acc}")
@@ -361,7 +452,9 @@ def register_cli(sub) -> None:
     src.add_argument("--model", help="registry name, e.g. sknet50 (with --weights)")
     src.add_argument("--weights", help="weights for --model (ours, or timm's skresnext50_32x4d for sknet50)")
     src.add_argument("--num-classes", type=int, default=None, help="classifier outputs for --model (default: its own)")
-    p.add_argument("--dataset", required=True, help="imagefolder, fashion-mnist, fashion-mnist-scaled, fake, ...")
+    p.add_argument(
+        "--dataset", help="imagefolder, fashion-mnist, fashion-mnist-scaled, fake, ... (required unless --compare)"
+    )
     p.add_argument("--data-dir", help="data folder (ImageFolder root for imagefolder, e.g. imagenet/val)")
     p.add_argument("--scales", nargs="+", type=float, default=[1.0, 1.5, 2.0], help="object enlargements (>= 1)")
     p.add_argument("--scaling", choices=("crop", "render"), default="crop",
@@ -382,4 +475,8 @@ def register_cli(sub) -> None:
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="data set seed (fashion-mnist-scaled placements, fake data)")
     p.add_argument("--output", required=True, help="folder for analysis.json, CSVs and PNGs")
+    p.add_argument(
+        "--compare", nargs="+", metavar="DIR",
+        help="instead of analysing: compare the analysis.json of these folders (e.g. one per seed)",
+    )  # fmt: skip
     p.set_defaults(func=_run)
