@@ -138,3 +138,16 @@ def test_single_seed_gives_no_test(tmp_path):
     rows = aggregate([_result("x", "k3k5_sk", 0, 10.0), _result("x", "k3", 0, 12.0)])
     (c,) = compare(rows)
     assert c["verdict"].startswith("one seed") and c["diff"] == pytest.approx(2.0)
+
+
+def test_cpu_recipe_differs_from_the_gpu_recipe_only_in_budget():
+    """configs/study_cpu.yaml is the GPU recipe with a smaller budget (docs/replication.md):
+    fewer images and epochs, a smaller batch and the learning rate scaled with it."""
+    from pathlib import Path
+
+    gpu = load_recipe()
+    cpu = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "study_cpu.yaml")
+    differ = {k for k in set(gpu) | set(cpu) if gpu.get(k) != cpu.get(k)}
+    assert differ == {"epochs", "train_limit", "batch_size"}
+    assert (cpu["epochs"], cpu["train_limit"], cpu["batch_size"]) == (2, 12000, 64)
+    assert cpu["lr"] * cpu["batch_size"] / cpu["lr_base_batch"] == pytest.approx(0.05)
