@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from .conv_bn_act import ConvBnAct
 
@@ -344,9 +345,11 @@ _HAS_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.o
 def _onednn_conv_relu_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the eval branch may use oneDNN's convolution with a fused ReLU (the op
     ``torch.compile`` itself emits on the CPU): a plain float32 CPU tensor with autograd not
-    recording, outside compile / export / tracing, which must see standard ops."""
+    recording, outside compile / export / tracing and any dispatch mode (FLOP counting, fake
+    tensors), which must see standard ops."""
     return (
         _HAS_ONEDNN_POINTWISE
+        and not is_in_torch_dispatch_mode()
         and type(x) is torch.Tensor  # not a fake / functional tensor of export or FX
         and x.device.type == "cpu"
         and x.dtype == torch.float32
