@@ -66,11 +66,9 @@ def test_training_peak_includes_parameters_and_optimizer_state():
 def test_spec_options_reach_the_sk_modules():
     model = build_model("sknet_mini@reference")
     assert all(m.impl == "reference" for m in model.modules() if isinstance(m, SKConv))
-    model = build_model("sknet_mini@nolean,nofold,noonednn")
+    model = build_model("sknet_mini@nolean,nofold")
     sks = [m for m in model.modules() if isinstance(m, SKConv)]
-    assert sks and all(
-        m.impl == "fast" and not m.lean_training and not m.fold_eval_bn and not m.onednn_relu for m in sks
-    )
+    assert sks and all(m.impl == "fast" and not m.lean_training and not m.fold_eval_bn for m in sks)
     with pytest.raises(ValueError, match="unknown SK option"):
         build_model("sknet_mini@turbo")
 

@@ -169,44 +169,6 @@ def test_fast_path_without_autograd_matches(name):
         assert_close_rel(sk(x), ref)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_onednn_conv_relu_branch_matches_reference(stride, channels_last, monkeypatch):
-    """On the CPU without autograd the folded branch runs as oneDNN's conv with a fused ReLU
-    (the op torch.compile emits); it must be taken there, give the reference's output, and keep
-    the memory format. With autograd recording the plain conv runs."""
-    from sknet.layers import sk_conv
-
-    if not sk_conv._HAS_ONEDNN_POINTWISE:
-        pytest.skip("this torch build has no oneDNN pointwise convolution")
-    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], stride=stride, min_dim=8)).eval()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(2, 16, 10, 10).to(memory_format=fmt)
-    with sk_impl("reference"), torch.no_grad():
-        ref = sk(x)
-    calls = []
-    real = torch.ops.mkldnn._convolution_pointwise
-
-    class Spy:
-        def __call__(self, *args):
-            calls.append(args[7])  # the fused post-op
-            return real(*args)
-
-    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Spy())
-    with torch.no_grad():
-        fast = sk(x)
-    assert calls == ["relu", "relu"]
-    assert_close_rel(fast, ref)
-    assert fast.is_contiguous(memory_format=fmt)
-    sk.onednn_relu = False  # the ablation switch
-    with torch.no_grad():
-        assert_close_rel(sk(x), ref)
-    calls.clear()
-    sk.onednn_relu = True
-    assert_close_rel(sk(x.requires_grad_()), ref)  # autograd recording: plain conv
-    assert calls == []
-
-
 def test_whole_network_fast_matches_reference_in_training():
     model = randomize_bn(sknet.create_model("sknet_mini", layers=(1, 1, 1))).train()
     x = torch.randn(4, 1, 28, 28)

@@ -27,7 +27,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 from .conv_bn_act import ConvBnAct
 
@@ -222,11 +221,9 @@ class SKConv(nn.Module):
 
     # Parts of the fast path that can be switched off (class-wide or per instance), for the
     # ablation in docs/performance.md: the memory-lean two-branch training step (_LeanSelect),
-    # folding each branch's BN into its conv in eval mode, and (on top of the folding) the
-    # branch ReLU fused into oneDNN's convolution on the CPU without autograd.
+    # and folding each branch's BN into its conv in eval mode.
     lean_training: bool = True
     fold_eval_bn: bool = True
-    onednn_relu: bool = True
 
     @property
     def num_paths(self) -> int:
@@ -261,7 +258,7 @@ class SKConv(nn.Module):
             bn_params = [t for path in self.paths for t in (path.bn.weight, path.bn.bias)]
             return _LeanSelect.apply(self, *convs, *bn_params, *self.attn.parameters())
         if self.fold_eval_bn:
-            feats = [self._branch(path, x, self.onednn_relu) for path in self.paths]  # M x (B, C, H, W)
+            feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
         else:
             feats = [path(x) for path in self.paths]
         if len(feats) == 1:
@@ -312,54 +309,21 @@ class SKConv(nn.Module):
         return True
 
     @staticmethod
-    def _branch(path: nn.Module, x: torch.Tensor, onednn_relu: bool = True) -> torch.Tensor:
-        """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly,
-        and on the CPU without autograd the ReLU runs inside the oneDNN convolution."""
+    def _branch(path: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
         conv, bn = path.conv, path.bn
-        if path.training or conv.padding_mode != "zeros":
-            return path(x)  # training statistics
-        if isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None:
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
-            weight = conv.weight * scale[:, None, None, None]
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-        elif isinstance(bn, nn.Identity):  # already fused by sknet.fuse
-            weight, bias = conv.weight, conv.bias
-        else:
-            return path(x)
-        if onednn_relu and isinstance(path.act, nn.ReLU) and _onednn_conv_relu_applies(x, weight):
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], ""
-            )
+        if path.training or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+            return path(x)  # training statistics, or already fused by sknet.fuse (bn is Identity)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+        weight = conv.weight * scale[:, None, None, None]
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return path.act(y)
 
     def extra_repr(self) -> str:
         return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}"
-
-
-_HAS_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def _onednn_conv_relu_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the eval branch may use oneDNN's convolution with a fused ReLU (the op
-    ``torch.compile`` itself emits on the CPU): a plain float32 CPU tensor with autograd not
-    recording, outside compile / export / tracing and any dispatch mode (FLOP counting, fake
-    tensors), which must see standard ops."""
-    return (
-        _HAS_ONEDNN_POINTWISE
-        and not is_in_torch_dispatch_mode()
-        and type(x) is torch.Tensor  # not a fake / functional tensor of export or FX
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.jit.is_tracing()
-        and not torch.jit.is_scripting()
-        and not torch.compiler.is_compiling()
-    )
 
 
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
