@@ -23,7 +23,6 @@ import sknet
 # unit, SKNet-50 twice); everything else in the difference is the fuse / select step.
 BRANCH_OPS = {
     "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_backward",
-    "aten::_mkldnn_convolution_pointwise", "mkldnn::_convolution_pointwise",
     "aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::_native_batch_norm_legit",
     "aten::relu_", "aten::clamp_min_", "aten::threshold_backward",
 }  # fmt: skip
