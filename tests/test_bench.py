@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,9 @@ def test_report_has_every_model_and_mode_with_ratios_to_the_reference():
         ref = rows[("resnext_mini", r["mode"])]
         assert len(r["img_per_s_rounds"]) == 2 and r["img_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["img_per_s"] / ref["img_per_s"])
+        per_round = sorted(x / y for x, y in zip(r["img_per_s_rounds"], ref["img_per_s_rounds"]))
+        assert len(per_round) == len(ref["img_per_s_rounds"]) > 0
+        assert r["paired_ratio"] == pytest.approx(float(np.median(per_round)))
         assert r["mem_ratio"] == pytest.approx(r["peak_mem_mb"] / ref["peak_mem_mb"])
     assert report["environment"]["torch"] == torch.__version__
 
