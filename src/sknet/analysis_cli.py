@@ -34,26 +34,13 @@ import torch
 
 from .analysis import compare_runs, default_units, run_analysis, scaled_batches, select_units, summarize
 from .io import atomic_write
+from .weights import add_model_arguments, model_from_arguments
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def load_analysis_model(checkpoint: str | None, model_name: str | None, weights: str | None, num_classes=None):
-    """The model to analyse: a checkpoint with our metadata, or a registry name plus optional weights."""
-    from .models import create_model
-    from .weights import load_model
-
-    if checkpoint and model_name:
-        raise ValueError("give either --checkpoint or --model (with --weights), not both")
-    if checkpoint:
-        return load_model(checkpoint)
-    if not model_name:
-        raise ValueError("say which model to analyse: --checkpoint FILE, or --model NAME --weights FILE")
-    return create_model(model_name, num_classes=num_classes, weights=weights)
 
 
 def build_eval_dataset(name: str, data_dir: str | None, input_size, mean=None, std=None, seed: int = 0):
@@ -288,7 +275,7 @@ def analyze(args) -> dict:
     scales = [float(s) for s in args.scales]
     if not scales or any(s < 1 for s in scales):
         raise ValueError(f"--scales must be factors >= 1 (the paper uses 1.0 1.5 2.0), got {args.scales}")
-    model = load_analysis_model(args.checkpoint, args.model, args.weights, args.num_classes)
+    model = model_from_arguments(args.checkpoint, args.model, args.weights, args.num_classes, "analyse")
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     name = cfg.get("name", type(model).__name__)
     input_size = (
@@ -447,11 +434,7 @@ def register_cli(sub) -> None:
         help="the paper's attention analysis (Fig. 3, Fig. 4): does the receptive field grow with the object?",
         description="Record the SK attention of every unit on images enlarged 1.0x/1.5x/2.0x and plot Fig. 3 / Fig. 4.",
     )
-    src = p.add_argument_group("model")
-    src.add_argument("--checkpoint", help="a .safetensors written by sknet (model rebuilt from its metadata)")
-    src.add_argument("--model", help="registry name, e.g. sknet50 (with --weights)")
-    src.add_argument("--weights", help="weights for --model (ours, or timm's skresnext50_32x4d for sknet50)")
-    src.add_argument("--num-classes", type=int, default=None, help="classifier outputs for --model (default: its own)")
+    add_model_arguments(p, "model (one of)")
     p.add_argument(
         "--dataset", help="imagefolder, fashion-mnist, fashion-mnist-scaled, fake, ... (required unless --compare)"
     )

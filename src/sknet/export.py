@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .io import atomic_write
+from .weights import add_model_arguments, model_from_arguments
 
 FORMATS = ("onnx", "torchscript", "exported")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2"}
@@ -237,34 +238,6 @@ def export_model(
 # --------------------------------------------------------------------------- CLI
 
 
-def load_for_export(
-    checkpoint: str | None, model_name: str | None, weights: str | None, num_classes: int | None
-) -> nn.Module:
-    """The model named by the command line: a checkpoint with a metadata record, or a name (+ weights)."""
-    from .models import create_model
-    from .weights import load_model
-
-    if checkpoint and model_name:
-        raise ValueError("give either --checkpoint PATH or --model NAME [--weights PATH], not both")
-    if checkpoint:
-        if weights or num_classes is not None:
-            raise ValueError("--weights / --num-classes go with --model; a --checkpoint records its own")
-        return load_model(checkpoint)
-    if not model_name:
-        raise ValueError("say what to export: --checkpoint PATH (a file written by sknet) or --model NAME")
-    if weights is None:
-        print(f"note: no --weights given; exporting {model_name} with its random initial weights")
-        return create_model(model_name, num_classes=num_classes)
-    if num_classes is None:  # the file's record, else its classifier's size
-        from .weights import read_metadata, read_state_dict
-
-        num_classes = read_metadata(weights).get("num_classes")
-        if not isinstance(num_classes, int):
-            fc = read_state_dict(weights)[0].get("fc.weight")
-            num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else None
-    return create_model(model_name, num_classes=num_classes, weights=weights)
-
-
 def parse_input_size(values: Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
     """``S`` -> (C, S, S), ``H W`` -> (C, H, W), ``C H W`` as given; C from the model's default."""
     if not values:
@@ -279,7 +252,7 @@ def parse_input_size(values: Sequence[int] | None, default: Sequence[int]) -> tu
 
 
 def _run(args) -> int:
-    model = load_for_export(args.checkpoint, args.model, args.weights, args.num_classes)
+    model = model_from_arguments(args.checkpoint, args.model, args.weights, args.num_classes, "export")
     default = tuple((getattr(model, "pretrained_cfg", {}) or {}).get("input_size") or (3, 224, 224))
     input_size = parse_input_size(args.input_size, default)
     output = Path(args.output) if args.output else None
@@ -306,11 +279,7 @@ def register_cli(sub) -> None:
         "export",
         help="export to ONNX / TorchScript / torch.export, then run the file and compare it with the eager model",
     )
-    src = p.add_argument_group("what to export (one of)")
-    src.add_argument("--checkpoint", help="a weights file with a metadata record (sknet.save_weights or training)")
-    src.add_argument("--model", help="a registered model name (see `sknet models`)")
-    src.add_argument("--weights", help="with --model: weights to load (ours, timm's or torchvision's)")
-    src.add_argument("--num-classes", type=int, default=None, help="with --model: classifier outputs")
+    add_model_arguments(p, "what to export (one of)")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default), torchscript or exported (.pt2)")
     p.add_argument("--output", "-o", help="destination file (default: MODEL[_fused].onnx / .pt / .pt2)")
     p.add_argument(

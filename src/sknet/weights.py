@@ -239,3 +239,42 @@ def load_model(path: str | Path) -> nn.Module:
         {k: meta[k] for k in ("input_size", "mean", "std", "provenance", "metrics", "classes") if meta.get(k)}
     )
     return model
+
+
+def add_model_arguments(parser, title: str = "model (one of)") -> None:
+    """The command-line group that names a model: ``--checkpoint``, or ``--model`` [+ ``--weights``,
+    ``--num-classes``]; :func:`model_from_arguments` builds it (``sknet export``, ``sknet analyze``)."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--checkpoint", help="a weights file with a metadata record (sknet.save_weights or training)")
+    group.add_argument("--model", help="a registered model name (see `sknet models`), e.g. sknet50")
+    group.add_argument("--weights", help="with --model: weights to load (ours, timm's or torchvision's)")
+    group.add_argument(
+        "--num-classes", type=int, default=None, help="with --model: classifier outputs (default: the weights')"
+    )
+
+
+def model_from_arguments(
+    checkpoint: str | None, model_name: str | None, weights: str | None, num_classes: int | None, action: str
+) -> nn.Module:
+    """The model the command line names (:func:`add_model_arguments`): a file with a metadata
+    record, or a registered name with optional weights. ``action`` ("export", "analyse") goes
+    into the messages. Without ``--num-classes`` the classifier size comes from the weights."""
+    from .models import create_model
+
+    if checkpoint and model_name:
+        raise ValueError("give either --checkpoint PATH or --model NAME [--weights PATH], not both")
+    if checkpoint:
+        if weights or num_classes is not None:
+            raise ValueError("--weights / --num-classes go with --model; a --checkpoint records its own")
+        return load_model(checkpoint)
+    if not model_name:
+        raise ValueError(f"say what to {action}: --checkpoint PATH (a file written by sknet) or --model NAME")
+    if weights is None:
+        print(f"note: no --weights given; {model_name} keeps its random initial weights")
+        return create_model(model_name, num_classes=num_classes)
+    if num_classes is None:  # the file's record, else its classifier's size
+        num_classes = read_metadata(weights).get("num_classes")
+        if not isinstance(num_classes, int):
+            fc = read_state_dict(weights)[0].get("fc.weight")
+            num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else None
+    return create_model(model_name, num_classes=num_classes, weights=weights)
