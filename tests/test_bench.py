@@ -73,6 +73,10 @@ def test_spec_options_reach_the_sk_modules():
     model = build_model("sknet_mini@nolean,nofold")
     sks = [m for m in model.modules() if isinstance(m, SKConv)]
     assert sks and all(m.impl == "fast" and not m.lean_training and not m.fold_eval_bn for m in sks)
+    assert all(m.subsample_strided for m in sks)
+    model = build_model("sknet_mini@nosubsample")
+    sks = [m for m in model.modules() if isinstance(m, SKConv)]
+    assert all(m.lean_training and m.fold_eval_bn and not m.subsample_strided for m in sks)
     with pytest.raises(ValueError, match="unknown SK option"):
         build_model("sknet_mini@turbo")
 

@@ -137,6 +137,60 @@ def test_lean_training_step_keeps_fewer_tensors():
     assert saved_bytes(True) <= 3 * one_map  # input and the two conv outputs
 
 
+@pytest.mark.parametrize("size", [9, 10])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_dilated_branch_runs_as_a_dense_conv_on_every_other_pixel(size, channels_last, monkeypatch):
+    """Training on the CPU, a stride-2 branch with dilation 2 (or 4) runs as a stride-1 conv
+    with dilation 1 (or 2) on x[:, :, ::2, ::2]: same output and gradients as the strided conv
+    (switched off), the input gradient in the input's layout, and only where it applies."""
+    from sknet.layers import sk_conv
+
+    calls = []
+    conv2d = sk_conv.F.conv2d
+
+    def recording_conv2d(x, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(stride), tuple(dilation)))
+        return conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(sk_conv.F, "conv2d", recording_conv2d)
+    branches = [(3, 1, 4), (3, 2, 4), (3, 4, 4), (5, 1, 4)]
+    sk = randomize_bn(SKConv(16, 16, branches, stride=2, min_dim=8)).train()
+    x = torch.randn(4, 16, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = {}
+    for subsample in (True, False):
+        sk.subsample_strided = subsample
+        calls.clear()
+        results[subsample] = _run(sk, x, "fast")
+        expected = [((2, 2), (1, 1)), ((1, 1), (1, 1)), ((1, 1), (2, 2)), ((2, 2), (1, 1))]
+        assert calls == (expected if subsample else [((2, 2), (d, d)) for _, d, _ in branches])
+    (out, gx, grads, _), (ref_out, ref_gx, ref_grads, _) = results[True], results[False]
+    assert_close_rel(out, ref_out)
+    assert_close_rel(gx, ref_gx)
+    for n in grads:
+        assert_close_rel(grads[n], ref_grads[n])
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=layout) and gx.is_contiguous(memory_format=layout)
+    # Without autograd (inference) the strided conv runs as written.
+    calls.clear()
+    with torch.no_grad():
+        sk.eval()(x)
+    assert calls == [((2, 2), (d, d)) for _, d, _ in branches]
+    # The subsampling's own gradient is a plain slice's, in the input's layout (a plain slice
+    # scatters into NCHW; in SKNet-50 that made whole units' input gradients NCHW, and slow).
+    xs = x.detach().requires_grad_(True)
+    sub = sk_conv._Subsample.apply(xs, (2, 2))
+    torch.testing.assert_close(sub, x[:, :, ::2, ::2], rtol=0, atol=0)
+    assert sub.is_contiguous(memory_format=layout)
+    g = torch.randn(sub.shape)
+    (grad,) = torch.autograd.grad(sub, xs, g)  # as computed (a leaf's .grad is re-laid out)
+    expected = torch.zeros(x.shape)
+    expected[:, :, ::2, ::2] = g
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    assert grad.is_contiguous(memory_format=layout)
+
+
 @pytest.mark.parametrize("name", ["M2-grouped", "M3-grouped", "M3-depthwise"])
 @pytest.mark.parametrize("training", [True, False])
 def test_fast_path_is_the_same_maths_in_float64(name, training):

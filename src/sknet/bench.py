@@ -8,8 +8,9 @@ Model specs:
 
 - a registered sknet model (``sknet50``), with the fast SK path (the default);
 - ``sknet50@reference``: the same model on the plain reference SK path;
-- ``sknet50@nolean``, ``sknet50@nofold``, ``sknet50@nolean,nofold``: the fast path with its
-  memory-lean training step, or its eval-mode BN folding, switched off (the ablation);
+- ``sknet50@nolean``, ``sknet50@nofold``, ``sknet50@nosubsample`` (combinable:
+  ``sknet50@nolean,nofold``): the fast path with its memory-lean training step, its eval-mode
+  BN folding, or its stride-1 rewrite of strided dilated branches switched off (the ablation);
 - ``sknet50+fuse``: after :func:`sknet.fuse.fuse` (inference only);
 - ``torchvision:resnext50_32x4d`` and ``timm:skresnext50_32x4d`` (random weights; suffix
   ``+fuse`` works for torchvision ResNets too).
@@ -141,7 +142,7 @@ def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
         from .layers import SK_IMPLS, SKConv
 
         options = impl.split(",")
-        known = (*SK_IMPLS, "nolean", "nofold")
+        known = (*SK_IMPLS, "nolean", "nofold", "nosubsample")
         for opt in options:
             if opt not in known:
                 raise ValueError(f"unknown SK option {opt!r} in {spec!r}; use one of {known}")
@@ -150,6 +151,7 @@ def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
                 m.impl = "reference" if "reference" in options else "fast"
                 m.lean_training = "nolean" not in options
                 m.fold_eval_bn = "nofold" not in options
+                m.subsample_strided = "nosubsample" not in options
     if fused:
         from .fuse import fuse
 

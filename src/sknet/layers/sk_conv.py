@@ -13,6 +13,9 @@ Two implementations of the same maths live here (docs/performance.md measures th
   two branches in eager mode goes through :class:`_LeanSelect`, which keeps only the two conv
   outputs and recomputes BN + ReLU in backward (SKNet-50's peak training memory 1.21x ->
   1.09x ResNeXt-50's on the CPU). Under ``torch.compile`` the plain ops run (no graph breaks).
+  Training on the CPU, a strided branch whose dilation is a multiple of its stride runs as a
+  stride-1 conv on the subsampled input (:meth:`SKConv._conv`): the same sums, and oneDNN's
+  backward of that conv is 2-4x faster than of the strided dilated one.
 
 Choose with :func:`set_sk_impl` (global), the :func:`sk_impl` context manager, or the
 ``impl`` attribute of one :class:`SKConv` (``None`` follows the global choice).
@@ -221,9 +224,12 @@ class SKConv(nn.Module):
 
     # Parts of the fast path that can be switched off (class-wide or per instance), for the
     # ablation in docs/performance.md: the memory-lean two-branch training step (_LeanSelect),
-    # and folding each branch's BN into its conv in eval mode.
+    # folding each branch's BN into its conv in eval mode ...
     lean_training: bool = True
     fold_eval_bn: bool = True
+    # ... and running a strided dilated branch as a stride-1 conv on the subsampled input
+    # when training on the CPU (:meth:`_conv`).
+    subsample_strided: bool = True
 
     @property
     def num_paths(self) -> int:
@@ -254,13 +260,10 @@ class SKConv(nn.Module):
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`forward_reference` with fewer passes over memory (module docstring)."""
         if self._lean_training_applies(x):
-            convs = [path.conv(x) for path in self.paths]  # 2 x (B, C, H, W), before BN
+            convs = [self._conv(path.conv, x) for path in self.paths]  # 2 x (B, C, H, W), before BN
             bn_params = [t for path in self.paths for t in (path.bn.weight, path.bn.bias)]
             return _LeanSelect.apply(self, *convs, *bn_params, *self.attn.parameters())
-        if self.fold_eval_bn:
-            feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
-        else:
-            feats = [path(x) for path in self.paths]
+        feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
         if len(feats) == 1:
             return feats[0]
         if self.attn is None:
@@ -308,22 +311,78 @@ class SKConv(nn.Module):
                 return False
         return True
 
-    @staticmethod
-    def _branch(path: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _branch(self, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
         conv, bn = path.conv, path.bn
-        if path.training or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
-            return path(x)  # training statistics, or already fused by sknet.fuse (bn is Identity)
+        if path.training or not self.fold_eval_bn or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+            # training statistics, the ablation, or already fused by sknet.fuse (bn is Identity)
+            return path.act(bn(self._conv(conv, x)))
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
         weight = conv.weight * scale[:, None, None, None]
         bias = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
-        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        return path.act(y)
+        return path.act(self._conv(conv, x, weight, bias))
+
+    def _conv(
+        self, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``conv(x)``, with ``weight`` / ``bias`` in place of the conv's own when given.
+
+        A strided conv whose dilation and padding are multiples of its stride ``s`` reads only
+        every ``s``-th row and column of its input (input index ``s*i - p + d*k``), so it is
+        exactly a stride-1 conv with dilation ``d/s`` and padding ``p/s`` on
+        ``x[:, :, ::s, ::s]``: the same sums, and the same output size. SKNet's K5 branch in
+        the first unit of stages 2-4 (3x3, dilation 2, padding 2, stride 2) becomes a plain
+        3x3 conv on every other pixel. On the CPU, oneDNN's backward of the strided dilated
+        conv is 2-4x slower than that (docs/performance.md), so training on the CPU takes the
+        rewrite; its forward alone is a little faster as it is, and on CUDA it is unmeasured,
+        so inference and CUDA keep the conv as written.
+        """
+        weight = conv.weight if weight is None else weight
+        bias = conv.bias if bias is None else bias
+        stride, dilation, padding = conv.stride, conv.dilation, conv.padding
+        if (
+            self.subsample_strided
+            and x.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad)
+            and conv.padding_mode == "zeros"
+            and not isinstance(padding, str)
+            and any(s > 1 for s in stride)
+            and all(d % s == 0 and p % s == 0 for s, d, p in zip(stride, dilation, padding))
+        ):
+            x = _Subsample.apply(x, stride)
+            dilation = tuple(d // s for s, d in zip(stride, dilation))
+            padding = tuple(p // s for s, p in zip(stride, padding))
+            stride = (1, 1)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, conv.groups)
 
     def extra_repr(self) -> str:
         return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}"
+
+
+class _Subsample(torch.autograd.Function):
+    """``x[:, :, ::s_h, ::s_w]`` as a new tensor in ``x``'s layout, whose gradient keeps it too.
+
+    Plain slicing would do the same maths, but its backward scatters into a zero tensor in
+    NCHW order whatever ``x``'s layout; added to the other branch's channels_last input
+    gradient, that turns the gradient of the whole unit below NCHW (measured: slower ReLU and
+    residual backward in every stage, eating the gain of :meth:`SKConv._conv`).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
+        ctx.shape, ctx.stride = x.shape, stride
+        return x[:, :, :: stride[0], :: stride[1]].contiguous(memory_format=ctx.layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
+        grad_x[:, :, :: ctx.stride[0], :: ctx.stride[1]] = grad
+        return grad_x, None
 
 
 def _bn_momentum(bn: nn.BatchNorm2d) -> float:
