@@ -1,6 +1,9 @@
 """sknet bench: the report's structure, the ratios, the memory accounting and bad input (no timing asserts)."""
 
 import json
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ def _cfg(**kw):
         input_size=28,
         warmup=1,
         rounds=2,
+        keep_freed_memory=False,  # mallopt would change this test process's allocator for good
     )
     return BenchConfig(**(base | kw))
 
@@ -44,6 +48,9 @@ def test_report_has_every_model_and_mode_with_ratios_to_the_reference():
         assert r["paired_ratio"] == pytest.approx(float(np.median(per_round)))
         assert r["mem_ratio"] == pytest.approx(r["peak_mem_mb"] / ref["peak_mem_mb"])
     assert report["environment"]["torch"] == torch.__version__
+    assert report["environment"]["malloc"] == "as is"
+    if sys.platform.startswith("linux"):
+        assert all(r["minor_faults_per_step"] >= 0 for r in report["results"])
 
 
 def test_cpu_peak_memory_counts_live_allocations_only():
@@ -84,12 +91,52 @@ def test_spec_options_reach_the_sk_modules():
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "sknet_mini", "--reference", "resnext_mini", "--input-size", "28", "--batch-size", "2"]
-    argv += ["--rounds", "1", "--warmup", "0", "--modes", "inference", "--no-memory", "--json", str(out)]
+    argv += ["--rounds", "1", "--warmup", "0", "--modes", "inference", "--no-memory", "--system-malloc"]
+    argv += ["--json", str(out)]
     assert main(argv) == 0
     assert "sknet_mini" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert [r["model"] for r in report["results"]] == ["resnext_mini", "sknet_mini"]
     assert report["results"][0]["peak_mem_mb"] is None
+
+
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_keep_freed_memory_stops_the_page_faults_of_reallocated_maps():
+    """A 64 MiB block is above glibc's largest adaptive mmap threshold (32 MiB): by default every
+    allocation maps fresh pages and faults on each one; after keep_freed_memory() the freed
+    block is reused. In a subprocess: mallopt changes the process for good."""
+    code = """
+import resource, torch
+from sknet.bench import keep_freed_memory
+
+def faults():
+    n = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB, freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - n
+
+before = faults()
+assert keep_freed_memory()
+faults()  # the first use of the kept block faults once
+print(before, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = map(int, out.split())
+    pages = 5 * 64 * 2**20 // 4096
+    assert before >= 0.9 * pages
+    assert after < 0.01 * pages
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_cli_keeps_freed_memory_by_default_and_says_so(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "sknet_mini", "--reference", "resnext_mini", "--input-size", "28", "--batch-size", "2"]
+    argv += ["--rounds", "1", "--warmup", "0", "--modes", "inference", "--no-memory", "--json", str(out)]
+    subprocess.run([sys.executable, "-m", "sknet.cli", *argv], capture_output=True, text=True, check=True)
+    assert json.loads(out.read_text())["environment"]["malloc"] == "glibc, freed memory kept (mallopt)"
 
 
 @pytest.mark.parametrize(

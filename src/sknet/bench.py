@@ -25,11 +25,17 @@ has no allocator statistics; there it is replayed from the PyTorch profiler's me
 (``profile_memory=True``: every allocation and free of the CPU allocator, with its address, in
 order). Process RSS is not used: it includes the allocator's cached pages, the Python heap and
 libraries, and never goes down.
+
+On the CPU the benchmark first tells glibc's malloc to keep freed memory
+(:func:`keep_freed_memory`; ``--system-malloc`` leaves it as it is): otherwise each step's
+feature maps are mapped afresh and page-faulted, a cost that depends on the process's history
+and blurs the ratios. Each result also records the minor page faults per timed step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -73,6 +79,7 @@ class BenchConfig:
     iters: int = 1  # steps per timed measurement
     memory: bool = True
     num_classes: int = 1000
+    keep_freed_memory: bool = True  # CPU: see keep_freed_memory(); False = the allocator as it is
 
     def check(self) -> None:
         if not self.models:
@@ -101,6 +108,7 @@ class Result:
     img_per_s: float  # median over rounds
     img_per_s_rounds: list[float] = field(default_factory=list)
     peak_mem_mb: float | None = None
+    minor_faults_per_step: float | None = None  # median over rounds (CPU page faults; Unix only)
     ratio: float | None = None  # throughput / reference's (ratio of the medians)
     paired_ratio: float | None = None  # median over rounds of this round's throughput / the reference's
     mem_ratio: float | None = None  # peak memory / reference's
@@ -209,6 +217,42 @@ def _cpu_peak_alloc_bytes(fn) -> int:
     return peak
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's <malloc.h>
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep freed memory in the process; True if it took effect.
+
+    By default glibc serves large blocks (a feature map) with ``mmap`` and returns them to the
+    OS on free, or trims the heap; the next step then page-faults on fresh zeroed pages. How
+    much of that a step pays depends on malloc's adaptive thresholds, i.e. on what the process
+    did before, and it adds a roughly model-independent cost that pulls every throughput ratio
+    towards 1 (docs/performance.md: 20-40k minor faults per ResNeXt-50 inference step, 0.93x
+    vs 0.87x for SKNet-50 against ResNeXt-50). ``sknet bench`` therefore sets the mmap threshold
+    to 1 GiB and turns trimming off (``mallopt``, what ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` do), as jemalloc or tcmalloc would, for the whole process.
+    Anything but Linux with glibc: nothing is changed.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mmap_ok = mallopt(M_MMAP_THRESHOLD, 2**30) == 1 or mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1
+    return mmap_ok and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (``getrusage``); None where unavailable."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Runner:
     """One model in one mode: builds the step, runs it, measures it."""
 
@@ -245,14 +289,18 @@ class Runner:
         loss.backward()
         self.optimizer.step()
 
-    def time_once(self) -> float:
-        """Images per second over ``iters`` steps."""
+    def time_once(self) -> tuple[float, float | None]:
+        """Images per second over ``iters`` steps, and the process's minor page faults per step."""
         _sync(self.device)
+        faults = _minor_faults()
         t0 = time.perf_counter()
         for _ in range(self.cfg.iters):
             self.step()
         _sync(self.device)
-        return self.batch * self.cfg.iters / (time.perf_counter() - t0)
+        img_per_s = self.batch * self.cfg.iters / (time.perf_counter() - t0)
+        if faults is not None:
+            faults = (_minor_faults() - faults) / self.cfg.iters
+        return img_per_s, faults
 
     def peak_memory_bytes(self) -> int:
         """This model's peak live bytes during one step (module docstring)."""
@@ -277,6 +325,9 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    malloc = "as is"
+    if device.type == "cpu" and cfg.keep_freed_memory:
+        malloc = "glibc, freed memory kept (mallopt)" if keep_freed_memory() else "as is (not glibc)"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # pick the fastest kernels for these fixed shapes
     specs = list(dict.fromkeys([cfg.reference, *cfg.models]))  # reference first, no duplicates
@@ -293,12 +344,18 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             for _ in range(cfg.warmup):
                 r.step()
         rounds: dict[str, list[float]] = {r.spec: [] for r in runners}
+        faults: dict[str, list[float]] = {r.spec: [] for r in runners}
         for i in range(cfg.rounds):
             for r in runners:
-                rounds[r.spec].append(r.time_once())
+                img_per_s, n_faults = r.time_once()
+                rounds[r.spec].append(img_per_s)
+                if n_faults is not None:
+                    faults[r.spec].append(n_faults)
             log(f"[{mode}] round {i + 1}/{cfg.rounds}: " + ", ".join(f"{s} {v[-1]:.1f}" for s, v in rounds.items()))
         for r in runners:
             res = Result(r.spec, mode, r.batch, statistics.median(rounds[r.spec]), rounds[r.spec])
+            if faults[r.spec]:
+                res.minor_faults_per_step = statistics.median(faults[r.spec])
             if cfg.memory:
                 res.peak_mem_mb = r.peak_memory_bytes() / 2**20
             results.append(res)
@@ -316,7 +373,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
                 res.mem_ratio = res.peak_mem_mb / ref.peak_mem_mb
     return dict(
         config=asdict(cfg),
-        environment=environment(device),
+        environment={**environment(device), "malloc": malloc},
         load_average_before=load_before,
         load_average_after=os.getloadavg() if hasattr(os, "getloadavg") else None,
         wall_s=round(time.time() - t_start, 1),
@@ -400,6 +457,7 @@ def _run(args) -> int:
         rounds=args.rounds,
         iters=args.iters,
         memory=not args.no_memory,
+        keep_freed_memory=not args.system_malloc,
     )
     report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr))
     print(format_table(report))
@@ -430,5 +488,10 @@ def register_cli(sub) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds; the median is reported")
     p.add_argument("--iters", type=int, default=1, help="steps per timed measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the peak memory pass")
+    p.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="CPU: leave glibc's malloc as it is (default: keep freed memory, so timings exclude page faults)",
+    )
     p.add_argument("--json", default=None, help="also write the full report (config, versions, rounds) here")
     p.set_defaults(func=_run)
