@@ -5,8 +5,10 @@ costs inherently (its convolution, BatchNorm and ReLU) and everything else (the 
 
     PYTHONPATH=src python scripts/profile_sk_overhead.py [--mode train|inference] [--batch 4] [--rounds 3]
 
-Each op's time is the median over ``--rounds`` profiled steps (after two warm-up steps);
-docs/performance.md quotes the output.
+Each op's time is the median over ``--rounds`` profiled steps (after two warm-up steps). Like
+``sknet bench``, it first tells glibc's malloc to keep freed memory (``--system-malloc``: don't),
+so page faults do not land in whichever op first touches a fresh buffer. docs/performance.md
+quotes the output.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import torchvision
 from torch.profiler import ProfilerActivity, profile
 
 import sknet
+from sknet.bench import keep_freed_memory
 
 # Ops that the second branch's conv -> BN -> ReLU brings along (ResNeXt-50 has them once per
 # unit, SKNet-50 twice); everything else in the difference is the fuse / select step.
@@ -67,13 +70,18 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="default: 4 (train), 8 (inference)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--top", type=int, default=20)
+    p.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = p.parse_args()
+    kept = not args.system_malloc and keep_freed_memory()
     batch = args.batch or (4 if args.mode == "train" else 8)
     torch.manual_seed(0)
     sk = profile_step(sknet.create_model("sknet50"), args.mode, batch, args.rounds)
     rx = profile_step(torchvision.models.resnext50_32x4d(), args.mode, batch, args.rounds)
     total_sk, total_rx = sum(sk.values()), sum(rx.values())
-    print(f"{args.mode}, batch {batch}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        f"{args.mode}, batch {batch}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"malloc {'freed memory kept' if kept else 'as is'}"
+    )
     print(f"profiled self CPU time: SKNet-50 {total_sk:.1f} ms, ResNeXt-50 {total_rx:.1f} ms, "
           f"ratio of speeds {total_rx / total_sk:.3f}x")  # fmt: skip
     diff = {k: sk.get(k, 0.0) - rx.get(k, 0.0) for k in set(sk) | set(rx)}
