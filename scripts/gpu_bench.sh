@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark for docs/performance.md (issue 4): SKNet-50 vs torchvision ResNeXt-50 vs timm
 # SK-ResNeXt-50, bf16 autocast, channels_last, batch 256, inference and training step, eager and
-# torch.compile. Run once from the repo root on an H100; budget under 4 minutes in all:
+# torch.compile. Run once from the repo root on an H100; budget about 4 minutes in all:
 #   OUT=/some/dir bash scripts/gpu_bench.sh
 # Every stage has its own time limit and writes its own JSON + table under $OUT, so a stage that
 # runs out of time loses only itself. Smoke test of the same code path on a CPU:
@@ -38,9 +38,13 @@ stage() {  # stage NAME LIMIT_S ARGS... ; on out-of-memory retries at half the b
   done
 }
 
-# 0. does one merged 5x5 grouped conv beat the two 3x3 branch convs? (~5 s)
+# 0. micro-benchmarks (~15 s): does one merged 5x5 grouped conv beat the two 3x3 branch convs
+#    (inference, and forward + backward)? Would the CPU's rewrite of the strided dilated branch
+#    (stride-1 conv on every other pixel, SKConv._conv) pay on this device too?
 timeout 20 $PY scripts/bench_merge_branches.py --device "$DEVICE" --batch "$BATCH" --dtype "$DTYPE" > "$OUT/merge_branches.txt" 2>&1
-cat "$OUT/merge_branches.txt"
+timeout 30 $PY scripts/bench_merge_branches.py --device "$DEVICE" --batch "$BATCH" --dtype "$DTYPE" --mode train > "$OUT/merge_branches_train.txt" 2>&1
+timeout 30 $PY scripts/bench_strided_dilated.py --device "$DEVICE" --batch "$BATCH" --dtype "$DTYPE" > "$OUT/strided_dilated.txt" 2>&1
+cat "$OUT/merge_branches.txt" "$OUT/merge_branches_train.txt" "$OUT/strided_dilated.txt"
 # 1. eager, all three plus the ablation (reference SK path, plain-autograd training, fused
 #    inference for both sides): ~50 s
 stage eager 60 $TRIO sknet50@reference sknet50@nolean sknet50+fuse torchvision:resnext50_32x4d+fuse
