@@ -9,25 +9,11 @@ weights) instead of the forward alone. docs/performance.md records the results.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-
-def median_ms(fn, device, rounds=7):
-    fn()
-    times = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+from sknet.bench import median_ms
 
 
 def main():

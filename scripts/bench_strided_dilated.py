@@ -9,28 +9,12 @@ checks that they give the same output. docs/performance.md records the result.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from sknet.bench import median_ms
 from sknet.layers.sk_conv import _Subsample
-
-
-def median_ms(fn, device, rounds=15):
-    fn()
-    fn()
-    times = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def main():
@@ -61,9 +45,9 @@ def main():
 
         with torch.no_grad():
             torch.testing.assert_close(rewrite(), strided(), rtol=tol, atol=tol * 10)
-            fwd = [median_ms(f, device) for f in (strided, rewrite)]
+            fwd = [median_ms(f, device, rounds=15, warmup=2) for f in (strided, rewrite)]
         g = torch.randn_like(strided())
-        train = [median_ms(lambda f=f, g=g: grads(f, g), device) for f in (strided, rewrite)]
+        train = [median_ms(lambda f=f, g=g: grads(f, g), device, rounds=15, warmup=2) for f in (strided, rewrite)]
         print(f"{c}ch {hw}x{hw:<9} {fwd[0]:>12.2f} {fwd[1]:>12.2f} {train[0]:>14.2f} {train[1]:>14.2f}")
 
 

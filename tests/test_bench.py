@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sknet.bench import BenchConfig, _cpu_peak_alloc_bytes, build_model, run_bench
+from sknet.bench import BenchConfig, _cpu_peak_alloc_bytes, build_model, median_ms, run_bench
 from sknet.cli import main
 from sknet.layers import SKConv
 
@@ -51,6 +51,12 @@ def test_report_has_every_model_and_mode_with_ratios_to_the_reference():
     assert report["environment"]["malloc"] == "as is"
     if sys.platform.startswith("linux"):
         assert all(r["minor_faults_per_step"] >= 0 for r in report["results"])
+
+
+def test_median_ms_runs_warmup_then_rounds_and_takes_the_median():
+    calls = []
+    ms = median_ms(lambda: calls.append(1), torch.device("cpu"), rounds=5, warmup=2)
+    assert len(calls) == 7 and ms >= 0
 
 
 def test_cpu_peak_memory_counts_live_allocations_only():

@@ -175,6 +175,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def median_ms(fn, device: torch.device, rounds: int = 7, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in ms over ``rounds`` calls after ``warmup`` untimed ones,
+    synchronising CUDA around each call (for the op-level micro-benchmarks in scripts/)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def _storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors``."""
     seen, total = set(), 0
