@@ -19,7 +19,7 @@ DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 demo: $(STAMP)
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) sh scripts/get_fashion_mnist.sh
-	$(VENV)/bin/sknet train --config configs/fashion_mnist.yaml --data-dir $(FASHION_MNIST_DIR) --output $(DEMO_OUT)
+	$(VENV)/bin/sknet train --config fashion_mnist --data-dir $(FASHION_MNIST_DIR) --output $(DEMO_OUT)
 
 models: $(STAMP)
 	$(VENV)/bin/sknet models

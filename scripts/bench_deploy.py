@@ -5,7 +5,7 @@ Usage (docs/deploy.md; on the shared machine under the CPU lock):
     flock /tmp/sknet-cpu.lock python scripts/bench_deploy.py --models sknet50 shufflenetv2_x1_0_sk \
         --threads 2 --runs 20 --json docs/deploy_bench.json
 
-For every model: eager PyTorch (the default SK path), ``sknet.fuse.fuse`` in PyTorch, and
+For every model: eager PyTorch (the default SK path), ``sknet.fuse`` in PyTorch, and
 the ONNX exports of both run in onnxruntime (CPU). Parity is the largest absolute
 difference from eager on the same input; latency is the median of ``--runs`` timed
 batch-1 calls after ``--warmup`` untimed ones. Weights are random with BatchNorm
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 import sknet
-from sknet.export import export_model, run_exported
-from sknet.fuse import fuse
+from sknet import fuse
+from sknet.deploy import export_model, run_exported
 
 
 def conditioned(model: torch.nn.Module, input_size, fc_scale: float = 10.0) -> torch.nn.Module:

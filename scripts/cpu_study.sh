@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole replication on a 2-core CPU (docs/replication.md), in about 2 hours:
-#   1. `sknet study` on the CPU recipe (configs/study_cpu.yaml): 9 mini models x
+#   1. `sknet study` on the CPU recipe (the study_cpu recipe): 9 mini models x
 #      {fashion-mnist, fashion-mnist-scaled} x 3 seeds, two runs at a time, one thread each.
 #      Resumable: rerun the script and finished runs (and analyses) are skipped.
 #   2. `sknet analyze` (Fig. 3 / Fig. 4) on every seed of the SK models: K3+K5 and K3+K5+K7
@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
 ls "$DATA"/*-ubyte* >/dev/null 2>&1 || { echo "no Fashion-MNIST files in $DATA (sh scripts/get_fashion_mnist.sh)"; exit 2; }
 
 # 1. the grid
-$PYTHON -m sknet.cli study --config configs/study_cpu.yaml --output "$STUDY" --data-dir "$DATA" \
+$PYTHON -m sknet study --config study_cpu --output "$STUDY" --data-dir "$DATA" \
   --seeds $SEEDS --parallel "$PARALLEL" --threads 1 --device cpu
 
 # 2. the attention analyses, one per trained model and setting (skipped when done)
@@ -45,7 +45,7 @@ done <<< "$SETTINGS"
 if [ ${#jobs[@]} -gt 0 ]; then
   printf '%s\n' "${jobs[@]}" | xargs -P "$PARALLEL" -L 1 sh -c '
     mkdir -p "$(dirname "$3")"
-    OMP_NUM_THREADS=1 '"$PYTHON"' -m sknet.cli analyze --checkpoint "$0" --dataset "$1" --data-dir '"$DATA"' \
+    OMP_NUM_THREADS=1 '"$PYTHON"' -m sknet analyze --checkpoint "$0" --dataset "$1" --data-dir '"$DATA"' \
       --scaling "$2" --channel-group 8 --device cpu --output "$3" > "$3.log" 2>&1 \
       || { echo "analysis failed: $3"; cat "$3.log"; exit 255; }
     echo "analysed $0 ($2) -> $3"'
@@ -55,6 +55,6 @@ fi
 while read -r name _; do
   dirs=()
   for seed in $SEEDS; do dirs+=("$STUDY/analysis/$name/seed$seed"); done
-  $PYTHON -m sknet.cli analyze --compare "${dirs[@]}" --output "$STUDY/analysis/$name"
+  $PYTHON -m sknet analyze --compare "${dirs[@]}" --output "$STUDY/analysis/$name"
 done <<< "$SETTINGS"
 echo "done: $STUDY/results.md, $STUDY/comparisons.csv, $STUDY/analysis/*/comparison.md"

@@ -26,6 +26,6 @@ Fashion-MNIST is not in $DIR and could not be installed with apt-get. Either
   - or copy train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and
     t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist into a folder
     and run: make demo FASHION_MNIST_DIR=that/folder
-  - or let torchvision download it: sknet train --config configs/fashion_mnist.yaml --data-dir DIR --download
+  - or let torchvision download it: sknet train --config fashion_mnist --data-dir DIR --download
 MSG
 exit 1

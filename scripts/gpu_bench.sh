@@ -27,7 +27,7 @@ stage() {  # stage NAME LIMIT_S ARGS... ; on out-of-memory retries at half the b
   local b=$BATCH
   while :; do
     echo "== $name (batch $b, limit ${limit}s, t=$(( $(date +%s) - start ))s)"
-    timeout "$limit" $PY -m sknet.cli bench $COMMON "$@" --batch-size "$b" --json "$OUT/$name.json" \
+    timeout "$limit" $PY -m sknet bench $COMMON "$@" --batch-size "$b" --json "$OUT/$name.json" \
       > "$OUT/$name.txt" 2> "$OUT/$name.log"
     local rc=$?
     if [ $rc -ne 0 ] && grep -qi "out of memory" "$OUT/$name.log" && [ "$b" -gt 32 ]; then

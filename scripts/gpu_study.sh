@@ -2,7 +2,7 @@
 # The replication grid on one GPU machine (docs/replication.md), in about 7 minutes on an
 # H100 with 16 CPU cores:
 #   1. `sknet study`: 9 mini models x {fashion-mnist, fashion-mnist-scaled} x 3 seeds, all on
-#      the same recipe (configs/study.yaml, EPOCHS epochs), PARALLEL runs at once (one
+#      the same recipe (the study recipe, EPOCHS epochs), PARALLEL runs at once (one
 #      process each, one CPU thread each, all sharing the GPU). Seed-major order and a time
 #      limit: if the machine is slower than planned, whole seeds finish and the rest is
 #      reported as not started (rerun the script with the same OUT-less study folder to
@@ -56,17 +56,17 @@ limits=()
 say "study: epochs $EPOCHS, seeds $SEEDS, $PARALLEL at a time, limit ${STUDY_LIMIT_S}s"
 # timeout is the backstop (it signals the whole process group, pool workers included);
 # --time-limit is the plan: no run starts that would end after it.
-timeout -k 10 $((STUDY_LIMIT_S + 120)) $PYTHON -m sknet.cli study --output "$STUDY" --data-dir "$DATA" \
+timeout -k 10 $((STUDY_LIMIT_S + 120)) $PYTHON -m sknet study --output "$STUDY" --data-dir "$DATA" \
   --epochs "$EPOCHS" --seeds $SEEDS --parallel "$PARALLEL" --threads 1 --device "$DEVICE" \
   --time-limit "$STUDY_LIMIT_S" "${limits[@]}" 2>&1 | tee -a "$LOG"
 say "study exit status ${PIPESTATUS[0]}"
-$PYTHON -m sknet.cli study --output "$STUDY" --table > /dev/null 2>>"$LOG" || say "no finished runs to tabulate"
+$PYTHON -m sknet study --output "$STUDY" --table > /dev/null 2>>"$LOG" || say "no finished runs to tabulate"
 
 # 2. the analysis (Fig. 3 / Fig. 4) on the SK models ------------------------------------
 an() {  # an NAME RUN_DIR DATASET SCALING [more args]
   local name=$1 run=$2 ds=$3 scaling=$4; shift 4
   if [ -f "$run/model.safetensors" ]; then
-    $PYTHON -m sknet.cli analyze --checkpoint "$run/model.safetensors" --dataset "$ds" --data-dir "$DATA" \
+    $PYTHON -m sknet analyze --checkpoint "$run/model.safetensors" --dataset "$ds" --data-dir "$DATA" \
       --scaling "$scaling" --channel-group 8 --device "$DEVICE" --batch-size 256 \
       ${MAX_IMAGES:+--max-images $MAX_IMAGES} --output "$STUDY/analysis/$name" "$@" > "$STUDY/analysis_$name.log" 2>&1 \
       && say "analysis $name done" || say "analysis $name FAILED (see $STUDY/analysis_$name.log)"

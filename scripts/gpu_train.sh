@@ -27,7 +27,7 @@ step() {  # name, command...
 nvidia-smi >> "$LOG" 2>&1
 # DEVICE=cpu IMG=32 N=256 tries the script's own path on a CPU in a minute or two.
 DEVICE="${DEVICE:-cuda}"; IMG="${IMG:-224}"; N="${N:-7680}"
-SK="$PY -m sknet.cli train --dataset fake --no-progress --workers 4 --device $DEVICE"
+SK="$PY -m sknet train --dataset fake --no-progress --workers 4 --device $DEVICE"
 # 1. SKNet-50 on 224x224 synthetic data: bf16 + channels_last, 60 steps of 128 images
 step sknet50_bf16 $SK --model sknet50 --set image_size=$IMG --set train_limit=$N --set val_limit=512 \
     --batch-size 128 --epochs 1 --amp bf16 --channels-last --output "$RUNS/s50_bf16"
@@ -43,7 +43,7 @@ step resume_straight $SK $COMMON --max-steps 40 --output "$RUNS/straight"
 step resume_first20 $SK $COMMON --max-steps 20 --output "$RUNS/resumed"
 step resume_rest $SK $COMMON --max-steps 40 --output "$RUNS/resumed" --resume
 # 5. eval of a safetensors result
-step eval $PY -m sknet.cli eval --checkpoint "$RUNS/s50_bf16/model.safetensors" --dataset fake --json --no-progress
+step eval $PY -m sknet eval --checkpoint "$RUNS/s50_bf16/model.safetensors" --dataset fake --json --no-progress
 
 $PY - "$RUNS" "$OUT/gpu_train.json" <<'PY' >> "$LOG" 2>&1
 import csv, json, sys, pathlib

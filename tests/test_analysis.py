@@ -20,10 +20,10 @@ from sknet.analysis import (
     select_units,
     summarize,
 )
-from sknet.analysis_cli import fmt_num
+from sknet.analysis.report import fmt_num
 from sknet.cli import main
 from sknet.data import read_idx
-from sknet.fashion_scaled import ScaledFashionMNIST
+from sknet.data import ScaledFashionMNIST
 
 
 def _lively(model):

@@ -141,7 +141,7 @@ def test_cli_keeps_freed_memory_by_default_and_says_so(tmp_path):
     out = tmp_path / "bench.json"
     argv = ["bench", "sknet_mini", "--reference", "resnext_mini", "--input-size", "28", "--batch-size", "2"]
     argv += ["--rounds", "1", "--warmup", "0", "--modes", "inference", "--no-memory", "--json", str(out)]
-    subprocess.run([sys.executable, "-m", "sknet.cli", *argv], capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-m", "sknet", *argv], capture_output=True, text=True, check=True)
     assert json.loads(out.read_text())["environment"]["malloc"] == "glibc, freed memory kept (mallopt)"
 
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from sknet import cli
-from sknet.checkpoint import load_checkpoint
+from sknet.training.checkpoint import load_checkpoint
 from sknet.data import DATASETS, build_dataset, collate_skip, open_image
-from sknet.train import resolve_config, train
+from sknet.training import resolve_config, train
 
 TINY = dict(
     model="sknet_mini", dataset="fake", image_size=16, train_limit=32, val_limit=16, batch_size=16, epochs=1,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sknet
-from sknet import export as sk_export
+from sknet.deploy import export as sk_export
 from sknet.cli import main
 
 pytest.importorskip("onnxruntime")

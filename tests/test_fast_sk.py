@@ -8,8 +8,8 @@ from torch import nn
 
 import sknet
 from conftest import randomize_bn
-from sknet.fuse import fuse
-from sknet.layers import SKConv, get_sk_impl, set_sk_impl, sk_impl
+from sknet import fuse
+from sknet.layers import SKConv, sk_impl
 
 RTOL = 1e-5  # the issue's tolerance: fp32, 1e-5 relative
 
@@ -92,11 +92,10 @@ def test_fast_path_matches_reference_outputs_and_gradients(name, stride, trainin
 
 
 @pytest.mark.parametrize("lean", [True, False])
-def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean, monkeypatch):
+def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean):
     """The memory-lean two-branch training step (custom autograd) against plain autograd on the
     same fast path, also with frozen attention and frozen first branch."""
-    monkeypatch.setattr(SKConv, "lean_training", lean)
-    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
+    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8, impl="fast" if lean else "nolean")).train()
     x = torch.randn(16, 16, 9, 9)
     assert sk._lean_training_applies(x) is lean
     for p in [*sk.attn.parameters(), *sk.paths[0].parameters()]:
@@ -210,7 +209,7 @@ def test_fast_path_without_autograd_matches(name):
     """The in-place select (no autograd recording) gives the same output as the recorded one."""
     sk = randomize_bn(SKConv(16, 16, BRANCHES[name], min_dim=8)).eval()
     x = torch.randn(2, 16, 9, 9)
-    with sk_impl("reference"):
+    with sk_impl(sk, "reference"):
         ref = sk(x)
     with torch.inference_mode():
         fast = sk(x)
@@ -229,7 +228,7 @@ def test_whole_network_fast_matches_reference_in_training():
     results = {}
     for impl, dtype in (("reference", torch.float32), ("fast", torch.float32), ("exact", torch.float64)):
         m = copy.deepcopy(model).to(dtype)
-        with sk_impl("reference" if impl == "exact" else impl):
+        with sk_impl(m, "reference" if impl == "exact" else impl):
             loss = nn.functional.cross_entropy(m(x.to(dtype)), torch.arange(4))
             loss.backward()
         results[impl] = (loss.detach(), {n: p.grad for n, p in m.named_parameters()})
@@ -244,10 +243,10 @@ def test_hook_on_attn_sees_the_attention_in_the_fast_path(name):
     sk = randomize_bn(SKConv(16, 16, BRANCHES[name], min_dim=8)).eval()
     x = torch.randn(2, 16, 9, 9)
     seen = {}
-    h = sk.attn.register_forward_hook(lambda m, i, o: seen.setdefault(get_sk_impl(), o.detach()))
+    h = sk.attn.register_forward_hook(lambda m, i, o: seen.setdefault(sk.impl, o.detach()))
     try:
         sk(x)  # default: fast
-        with sk_impl("reference"):
+        with sk_impl(sk, "reference"):
             sk(x)
     finally:
         h.remove()
@@ -258,12 +257,25 @@ def test_hook_on_attn_sees_the_attention_in_the_fast_path(name):
 
 
 def test_fast_is_the_default_and_selection_is_checked():
-    assert get_sk_impl() == "fast"
-    with sk_impl("reference"):
-        assert get_sk_impl() == "reference"
-    assert get_sk_impl() == "fast"
+    """The implementation is each module's own setting: default fast, shown in repr, settable through
+    create_model, switched for a block by sk_impl(module, ...) and restored after; bad specs refused."""
+    model = sknet.create_model("sknet_mini")
+    sks = [m for m in model.modules() if isinstance(m, SKConv)]
+    assert sks and all(m.impl == "fast" for m in sks)
+    assert "impl='fast'" in repr(sks[0])
+    with sk_impl(model, "reference"):
+        assert all(m.impl == "reference" for m in sks)
+    assert all(m.impl == "fast" for m in sks)
+    reference = sknet.create_model("sknet_mini", sk_impl="reference")
+    assert all(m.impl == "reference" for m in reference.modules() if isinstance(m, SKConv))
+    ablated = sknet.create_model("sknet_mini", sk_impl="nolean,nofold")
+    sk = next(m for m in ablated.modules() if isinstance(m, SKConv))
+    assert (sk.impl, sk.lean_training, sk.fold_eval_bn, sk.subsample_strided) == ("fast", False, False, True)
+    assert "impl='fast,nolean,nofold'" in repr(sk)
     with pytest.raises(ValueError, match="one of"):
-        set_sk_impl("turbo")
+        SKConv(8, 8, [(3, 1, 2), (3, 2, 2)], impl="turbo")
+    with pytest.raises(ValueError, match="one of"):
+        sknet.create_model("sknet_mini", sk_impl="turbo")
     sk = SKConv(8, 8, [(3, 1, 2), (3, 2, 2)])
     sk.impl = "turbo"
     with pytest.raises(ValueError, match="SKConv.impl"):
@@ -277,7 +289,7 @@ def test_fast_is_the_default_and_selection_is_checked():
 def test_fused_sk_conv_matches_unfused(name):
     sk = randomize_bn(SKConv(16, 16, BRANCHES[name], stride=2, min_dim=8)).eval()
     x = torch.randn(3, 16, 10, 10)
-    with sk_impl("reference"):
+    with sk_impl(sk, "reference"):
         ref = sk(x)
     fused = fuse(sk)
     assert_close_rel(fused(x), ref)
@@ -291,7 +303,7 @@ def test_fused_sk_conv_matches_unfused(name):
 def test_fused_model_matches_unfused(name):
     model = randomize_bn(sknet.create_model(name)).eval()
     x = torch.randn(2, 1, 28, 28)
-    with sk_impl("reference"), torch.no_grad():
+    with sk_impl(model, "reference"), torch.no_grad():
         ref = model(x)
     fused = fuse(model)
     with torch.no_grad():
@@ -379,14 +391,14 @@ def test_compiled_fullgraph_matches_eager():
         assert_close_rel(compiled(x), sk(x), rtol=1e-4)  # inductor reorders sums
 
 
-def test_fuse_is_callable_from_the_package_and_the_module():
-    import sknet.fuse as fuse_module
+def test_fuse_is_one_plain_function():
+    from sknet.deploy import fusion
 
+    assert sknet.fuse is fusion.fuse and type(fusion) is type(sknet)  # a function in an ordinary module
     model = randomize_bn(sknet.create_model("sknet_mini")).eval()
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(sknet.fuse(model)(x), sknet.fuse.fuse(model)(x))
-        torch.testing.assert_close(fuse_module.fuse(model)(x), sknet.fuse(model)(x))
+        torch.testing.assert_close(sknet.fuse(model)(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_fast_training_step_under_bf16_autocast_matches_reference():

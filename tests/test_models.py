@@ -132,7 +132,7 @@ def test_unknown_model_and_bad_override_list_the_valid_ones():
 
 
 def test_model_table_lists_every_model_with_paper_deviation():
-    from sknet.model_table import model_table
+    from sknet.models.table import model_table
 
     rows = {r["model"]: r for r in model_table("sknet5*")}
     assert set(rows) == {"sknet50"}

@@ -8,7 +8,7 @@ import pytest
 
 from sknet.complexity import complexity
 from sknet.models import create_model
-from sknet.study import (
+from sknet.analysis.study import (
     VARIANTS,
     aggregate,
     collect,
@@ -78,7 +78,7 @@ def test_study_skips_finished_runs_resumes_partial_ones_and_checks_the_recipe(tm
 
 
 def test_time_limit_stops_starting_runs(tmp_path, monkeypatch):
-    import sknet.study as study
+    import sknet.analysis.study as study
 
     started = []
 
@@ -141,12 +141,10 @@ def test_single_seed_gives_no_test(tmp_path):
 
 
 def test_cpu_recipe_differs_from_the_gpu_recipe_only_in_budget():
-    """configs/study_cpu.yaml is the GPU recipe with a smaller budget (docs/replication.md):
+    """The study_cpu recipe is the GPU recipe (study) with a smaller budget (docs/replication.md):
     fewer images and epochs, a smaller batch and the learning rate scaled with it."""
-    from pathlib import Path
-
     gpu = load_recipe()
-    cpu = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "study_cpu.yaml")
+    cpu = load_recipe("study_cpu")
     differ = {k for k in set(gpu) | set(cpu) if gpu.get(k) != cpu.get(k)}
     assert differ == {"epochs", "train_limit", "batch_size"}
     assert (cpu["epochs"], cpu["train_limit"], cpu["batch_size"]) == (2, 12000, 64)

@@ -18,9 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sknet.checkpoint import load_checkpoint
-from sknet.engine import NonFiniteLossError
-from sknet.train import TrainConfig, lr_factor, param_groups, resolve_config, train
+from sknet.training.checkpoint import load_checkpoint
+from sknet.training import NonFiniteLossError
+from sknet.training import TrainConfig, resolve_config, train
+from sknet.training.loop import lr_factor, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny run: the SK mini model on 16x16 synthetic images, 4 steps per epoch.
@@ -97,7 +98,7 @@ def test_resume_is_bit_identical(tmp_path, workers):
 def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
     cfg = tiny(tmp_path, epochs=30, max_steps=120, checkpoint_every=1)
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "sknet.cli", "train", "--output", str(out), "--no-progress"]
+    args = [sys.executable, "-m", "sknet", "train", "--output", str(out), "--no-progress"]
     args += as_flags(cfg)
     rng = random.Random(0)
     for attempt in range(2):  # kill, resume, kill again
@@ -133,7 +134,7 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_p
     before = digest(ck)
     child = (
         "import sys, time, torch\n"
-        "from sknet.checkpoint import save_checkpoint\n"
+        "from sknet.training.checkpoint import save_checkpoint\n"
         "def stuck(obj, path):  # half a file, then hang until killed\n"
         "    with open(path, 'wb') as f:\n"
         "        f.write(b'PK' + bytes(100000)); f.flush()\n"
@@ -159,7 +160,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     single = train(**dict(cfg, output=str(tmp_path / "one")))
     args = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "sknet.cli", "train", "--output", str(tmp_path / "two"), "--no-progress",
+        "-m", "sknet", "train", "--output", str(tmp_path / "two"), "--no-progress",
     ]  # fmt: skip
     args += as_flags(cfg)
     proc = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -180,7 +181,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import sknet.train as train_module
+    import sknet.training.loop as train_module
 
     class NaNAfter(torch.nn.CrossEntropyLoss):
         calls = 0
@@ -219,7 +220,7 @@ def test_no_weight_decay_on_batchnorm_and_biases():
 
 
 def test_step_schedule_divides_by_ten_every_30_epochs_and_lr_scales_with_batch(tmp_path):
-    cfg = resolve_config(ROOT / "configs" / "imagenet_sknet50.yaml")
+    cfg = resolve_config("imagenet_sknet50")
     f = lr_factor(cfg, steps_per_epoch=10)
     assert [f(e * 10) for e in (0, 29, 30, 59, 60, 90)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001])
     out = train(**tiny(tmp_path, batch_size=32, lr=0.1, lr_base_batch=256, max_steps=1))
@@ -230,7 +231,7 @@ def test_step_schedule_divides_by_ten_every_30_epochs_and_lr_scales_with_batch(t
 
 @pytest.mark.parametrize("name", ["imagenet_sknet50", "imagenet_light", "cifar_sknet29", "fashion_mnist"])
 def test_recipes_load(name):
-    cfg = resolve_config(ROOT / "configs" / f"{name}.yaml")
+    cfg = resolve_config(name)
     assert isinstance(cfg, TrainConfig)
     if name.startswith("imagenet"):
         assert (cfg.label_smoothing, cfg.momentum, cfg.batch_size, cfg.lr, cfg.lr_base_batch) == (
@@ -268,7 +269,7 @@ def test_fashion_mnist_trains_a_few_steps(tmp_path):
     assert x.shape == (1, 28, 28) and 0 <= y < 10
     assert sorted(set(test_set.targets.tolist())) == list(range(10))
     result = train(
-        ROOT / "configs" / "fashion_mnist.yaml", output=str(tmp_path / "fm"), train_limit=1024, val_limit=256,
+        "fashion_mnist", output=str(tmp_path / "fm"), train_limit=1024, val_limit=256,
         epochs=3, progress=False,
     )  # fmt: skip
     history = rows(tmp_path / "fm")

@@ -1,12 +1,16 @@
-"""sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch."""
+"""sknet: Selective Kernel Networks (Li et al., CVPR 2019) in PyTorch.
 
-from . import fuse  # callable module: sknet.fuse(model) == sknet.fuse.fuse(model)
+The package's map (docs/architecture.md): ``layers`` (SKConv, SKAttention, SE), ``models``
+(the registry and every network of the paper), ``data``, ``training``, ``analysis`` (the
+paper's attention analysis and the replication study), ``deploy`` (fuse, export, backbones,
+prediction), ``bench``; ``cli`` is the ``sknet`` command on top of them.
+"""
+
 from .complexity import Complexity, complexity
-from .export import export_model
-from .features import FeatureExtractor, features, fpn_backbone, fx_leaf_modules
+from .deploy import FeatureExtractor, export_model, features, fpn_backbone, fuse, fx_leaf_modules, predict
 from .layers import SKAttention, SKConv
-from .models import create_model, get_model_entry, list_models, register_model
-from .weights import load_model, load_weights, save_weights
+from .models import create_model, get_model_entry, list_models, load_model, register_model
+from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -26,6 +30,7 @@ __all__ = [
     "list_models",
     "load_model",
     "load_weights",
+    "predict",
     "register_model",
     "save_weights",
 ]

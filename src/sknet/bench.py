@@ -1,4 +1,4 @@
-"""``sknet bench``: throughput and peak memory against ResNeXt-50, all measured in one process.
+"""Throughput and peak memory against ResNeXt-50, all measured in one process (``sknet bench``).
 
 Every model is built once; after a warm-up, rounds interleave the models (round 1: A, B, C;
 round 2: A, B, C; ...) so that a slow spell of a shared machine hits them all alike, and the
@@ -7,11 +7,11 @@ median over rounds is reported with the ratio to the reference model of the same
 Model specs:
 
 - a registered sknet model (``sknet50``), with the fast SK path (the default);
-- ``sknet50@reference``: the same model on the plain reference SK path;
-- ``sknet50@nolean``, ``sknet50@nofold``, ``sknet50@nosubsample`` (combinable:
-  ``sknet50@nolean,nofold``): the fast path with its memory-lean training step, its eval-mode
-  BN folding, or its stride-1 rewrite of strided dilated branches switched off (the ablation);
-- ``sknet50+fuse``: after :func:`sknet.fuse.fuse` (inference only);
+- ``sknet50@SPEC``: the same model built with ``create_model("sknet50", sk_impl=SPEC)``:
+  ``@reference`` is the plain reference SK path; ``@nolean``, ``@nofold``, ``@nosubsample``
+  (combinable: ``@nolean,nofold``) switch off the fast path's memory-lean training step, its
+  eval-mode BN folding, or its stride-1 rewrite of strided dilated branches (the ablation);
+- ``sknet50+fuse``: after :func:`sknet.fuse` (inference only);
 - ``torchvision:resnext50_32x4d`` and ``timm:skresnext50_32x4d`` (random weights; suffix
   ``+fuse`` works for torchvision ResNets too).
 
@@ -37,26 +37,29 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import atomic_write
+from .deploy.fusion import fuse
+from .models import create_model, get_model_entry
 
 DEFAULT_MODELS = ("sknet50", "torchvision:resnext50_32x4d", "timm:skresnext50_32x4d")
 DEFAULT_REFERENCE = "torchvision:resnext50_32x4d"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 MODES = ("inference", "train")
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,17 +126,15 @@ def input_channels(spec: str) -> int:
     name = spec.removesuffix("+fuse").split("@", 1)[0]
     if ":" in name:
         return 3
-    from .models import get_model_entry
-
     return get_model_entry(name).input_size[0]
 
 
 def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
     """A model from a spec (module docstring). Random weights: nothing is downloaded."""
     name, fused = (spec[: -len("+fuse")], True) if spec.endswith("+fuse") else (spec, False)
-    impl = None
-    if "@" in name:
-        name, impl = name.split("@", 1)
+    name, _, impl = name.partition("@")
+    if impl and ":" in name:
+        raise ValueError(f"{spec!r}: @SPEC chooses the SK implementation of sknet's own models only")
     if name.startswith("torchvision:"):
         import torchvision
 
@@ -143,28 +144,8 @@ def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
 
         model = timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=num_classes)
     else:
-        from .models import create_model
-
-        model = create_model(name, num_classes=num_classes)
-    if impl is not None:
-        from .layers import SK_IMPLS, SKConv
-
-        options = impl.split(",")
-        known = (*SK_IMPLS, "nolean", "nofold", "nosubsample")
-        for opt in options:
-            if opt not in known:
-                raise ValueError(f"unknown SK option {opt!r} in {spec!r}; use one of {known}")
-        for m in model.modules():
-            if isinstance(m, SKConv):
-                m.impl = "reference" if "reference" in options else "fast"
-                m.lean_training = "nolean" not in options
-                m.fold_eval_bn = "nofold" not in options
-                m.subsample_strided = "nosubsample" not in options
-    if fused:
-        from .fuse import fuse
-
-        model = fuse(model)
-    return model
+        model = create_model(name, num_classes=num_classes, **({"sk_impl": impl} if impl else {}))
+    return fuse(model) if fused else model
 
 
 # --------------------------------------------------------------------------- measurement
@@ -335,8 +316,10 @@ class Runner:
         return _storage_bytes(live) + _cpu_peak_alloc_bytes(self.step)
 
 
-def run_bench(cfg: BenchConfig, log=print) -> dict:
-    """Measure every (model, mode) and return a JSON-ready report."""
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
+    """Measure every (model, mode) and return a JSON-ready report; ``log`` gets a line per round
+    (default: the ``sknet.bench`` logger)."""
+    log = log or _log.info
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -423,91 +406,3 @@ def _cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor()
-
-
-def format_table(report: dict) -> str:
-    cfg = report["config"]
-    ref = cfg["reference"]
-    head = (
-        f"device={cfg['device']} dtype={cfg['dtype']} {cfg['memory_format']} "
-        f"{'compiled' if cfg['compile'] else 'eager'} input={cfg['input_size']} "
-        f"threads={report['environment']['torch_threads']} rounds={cfg['rounds']} (median); ratios vs {ref} "
-        "(ratio: of the medians; paired: median of the per-round ratios)"
-    )
-    lines = [
-        head,
-        f"{'mode':<10} {'model':<34} {'batch':>5} {'img/s':>9} {'ratio':>7} {'paired':>7} "
-        f"{'peak MB':>9} {'mem ratio':>9}",
-    ]
-    for r in report["results"]:
-        mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "-"
-        lines.append(
-            f"{r['mode']:<10} {r['model']:<34} {r['batch_size']:>5} {r['img_per_s']:>9.2f} "
-            f"{_fmt_ratio(r['ratio']):>7} {_fmt_ratio(r.get('paired_ratio')):>7} "
-            f"{mem:>9} {_fmt_ratio(r['mem_ratio']):>9}"
-        )
-    return "\n".join(lines)
-
-
-def _fmt_ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}x"
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _run(args) -> int:
-    cfg = BenchConfig(
-        models=tuple(args.models) if args.models else DEFAULT_MODELS,
-        reference=args.reference,
-        modes=tuple(args.modes),
-        device=args.device,
-        batch_size=args.batch_size,
-        train_batch_size=args.train_batch_size,
-        input_size=args.input_size,
-        dtype=args.dtype,
-        memory_format=args.memory_format,
-        compile=args.compile,
-        threads=args.threads,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        iters=args.iters,
-        memory=not args.no_memory,
-        keep_freed_memory=not args.system_malloc,
-    )
-    report = run_bench(cfg, log=lambda s: print(s, file=sys.stderr))
-    print(format_table(report))
-    if args.json:
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1) + "\n"))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
-
-
-def register_cli(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="throughput and peak memory vs ResNeXt-50 (inference and training step), in one process",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("models", nargs="*", help=f"model specs (default: {' '.join(DEFAULT_MODELS)})")
-    p.add_argument("--reference", default=DEFAULT_REFERENCE, help="model the ratios are taken against")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--batch-size", type=int, default=8, help="inference batch (and training batch unless given)")
-    p.add_argument("--train-batch-size", type=int, default=None)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="bf16/fp16 run under torch.autocast")
-    p.add_argument("--memory-format", default="channels_last", choices=list(MEMORY_FORMATS))
-    p.add_argument("--compile", action="store_true", help="torch.compile every model (default: eager)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model before the rounds")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds; the median is reported")
-    p.add_argument("--iters", type=int, default=1, help="steps per timed measurement")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak memory pass")
-    p.add_argument(
-        "--system-malloc",
-        action="store_true",
-        help="CPU: leave glibc's malloc as it is (default: keep freed memory, so timings exclude page faults)",
-    )
-    p.add_argument("--json", default=None, help="also write the full report (config, versions, rounds) here")
-    p.set_defaults(func=_run)

@@ -6,38 +6,39 @@ safetensors). The format is detected from the file's bytes, the source from its 
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .io import atomic_write
+
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read tensors and metadata from a .safetensors / .pt / .pth file.
 
-    Returns the state dict and a metadata dict (our checkpoints store the model name,
-    overrides and config there; other files give ``{}``).
+    Returns the state dict and the file's metadata: a safetensors file's metadata strings,
+    or a torch file's entries beside its state dict (a training checkpoint's ``config`` and
+    ``meta``); other files give ``{}``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is not a state dict, or holds pickled objects (refused).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
+    if is_safetensors(path):
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         return sd, meta
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name and what to do
-        raise ValueError(
-            f"cannot read weights from {str(path)!r}: {type(e).__name__}: {e}. Expected a safetensors file "
-            "or a torch.save'd state dict (loaded with weights_only=True: no pickled code)."
-        ) from e
+    obj = load_torch_file(path, "weights")
     meta = {}
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict", "state_dict_ema"):
@@ -49,6 +50,36 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"{str(path)!r} holds no state dict of tensors")
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
     return sd, meta
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """The file starts like safetensors (a u64 header length, then JSON)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def load_torch_file(path: str | Path, what: str = "file"):
+    """``torch.load(path, weights_only=True)``: tensors and plain Python values, never pickled code.
+
+    Raises:
+        ValueError: The file is unreadable, or holds pickled objects that ``weights_only``
+            refuses (the message says how to convert a trusted file, never to load it unsafely).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{what} {str(path)!r} holds pickled Python objects besides tensors; sknet reads torch files with "
+            "torch.load(weights_only=True) and refuses them, because unpickling can run arbitrary code. If the "
+            "file comes from a source you trust, convert it once to a plain state dict (in Python: load it, take "
+            "its model's state_dict(), and write that with safetensors.torch.save_file), then use the converted file."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name and what to do
+        raise ValueError(
+            f"cannot read {what} {str(path)!r}: {type(e).__name__}: {e}. Expected a safetensors file or a "
+            "torch.save'd state dict."
+        ) from e
 
 
 # Renames from other libraries' bottleneck names to ours (module-relative, inside layerN.M.).
@@ -95,17 +126,28 @@ def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: st
 
 
 def load_weights(model: nn.Module, path: str | Path, model_name: str | None = None, strict: bool = True):
-    """Load weights from ``path`` into ``model``; foreign formats are converted first.
+    """Load the weights in ``path`` into ``model``; foreign formats (timm, torchvision) are converted first.
 
     Raises:
         ValueError: The file is for another model (names the checkpoint's model, or the
             missing / unexpected / mis-shaped keys).
     """
     sd, meta = read_state_dict(path)
-    config = meta.get("config")
-    ck_name = meta.get("model_name") or (config.get("model") if isinstance(config, dict) else None)
-    if model_name and ck_name and ck_name != model_name:
-        raise ValueError(f"{str(path)!r} holds weights for model {ck_name!r}, not {model_name!r}")
+    check_model_name(path, meta, model_name)
+    return apply_state_dict(model, sd, path, model_name=model_name, strict=strict)
+
+
+def check_model_name(path: str | Path, meta: dict, model_name: str | None) -> None:
+    """Refuse a file whose metadata names another model than ``model_name``."""
+    recorded = _record_model_name(meta)
+    if model_name and recorded and recorded != model_name:
+        raise ValueError(f"{str(path)!r} holds weights for model {recorded!r}, not {model_name!r}")
+
+
+def apply_state_dict(
+    model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, model_name: str | None = None, strict: bool = True
+) -> nn.Module:
+    """Load a state dict read from ``path`` into ``model`` (``path`` only names the file in errors)."""
     sd = convert_state_dict(sd, model)
     target = model.state_dict()
     missing = [k for k in target if k not in sd]
@@ -116,7 +158,7 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str | None = No
         if k in sd and sd[k].shape != target[k].shape
     ]
     if shapes or (strict and (missing or unexpected)):
-        what = model_name or type(model).__name__
+        what = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("name") or type(model).__name__
         parts = []
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
@@ -133,12 +175,12 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str | None = No
     return model
 
 
-# --------------------------------------------------------------------------- sharing
-# A weights file people share: safetensors with a metadata record (all values are
-# strings in safetensors; structured ones are JSON).
+# --------------------------------------------------------------------------- records
+# The files we write say which model they hold: a .safetensors from save_weights carries a
+# metadata record (strings; structured values are JSON), a training checkpoint its config and
+# the same record under "meta". Other libraries' files carry none.
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+_JSON_KEYS = ("overrides", "input_size", "mean", "std", "provenance", "metrics", "classes")
 
 
 def save_weights(
@@ -158,13 +200,9 @@ def save_weights(
     """Write ``model``'s weights and a metadata record to a .safetensors file, atomically.
 
     Unset fields default to what ``create_model`` recorded in ``model.pretrained_cfg``.
-    :func:`load_model` rebuilds the model from the file alone.
+    :func:`sknet.load_model` rebuilds the model from the file alone.
     """
-    import json
-
     from safetensors.torch import save_file
-
-    from .io import atomic_write
 
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     model_name = model_name or cfg.get("name")
@@ -186,95 +224,47 @@ def save_weights(
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def read_metadata(path: str | Path) -> dict:
-    """The decoded metadata record of a weights file written by :func:`save_weights`."""
-    import json
+def model_record(sd: dict[str, torch.Tensor], meta: dict) -> dict | None:
+    """The record of a file we wrote (from :func:`read_state_dict`'s output), decoded; None for
+    a file that names no model (another library's weights).
 
-    _, meta = read_state_dict(path)
-    out = dict(meta)
-    for key in ("overrides", "input_size", "mean", "std", "provenance", "metrics", "classes"):
-        if isinstance(out.get(key), str):
-            out[key] = json.loads(out[key])
-    if isinstance(out.get("num_classes"), str) and out["num_classes"].isdigit():
-        out["num_classes"] = int(out["num_classes"])
-    return out
-
-
-def _training_checkpoint_record(path: str | Path) -> dict | None:
-    """The model record of a training checkpoint (``{"model": ..., "config": {"model": NAME, ...}}``).
-
-    ``num_classes`` comes from the config, else from the classifier's weight; overrides
-    from ``config["overrides"]`` (none if absent).
+    Keys: ``model_name``, ``overrides``, ``num_classes`` and, where known, ``input_size``,
+    ``mean``, ``std``, ``classes``, ``provenance``, ``metrics``.
     """
-    sd, meta = read_state_dict(path)
+    if meta.get("format") == "sknet" and "model_name" in meta:  # safetensors written by save_weights
+        record = dict(meta)
+        for key in _JSON_KEYS:
+            if isinstance(record.get(key), str):
+                record[key] = json.loads(record[key])
+        if isinstance(record.get("num_classes"), str):
+            record["num_classes"] = int(record["num_classes"]) if record["num_classes"].isdigit() else None
+        return record
+    if isinstance(meta.get("meta"), dict) and meta["meta"].get("model_name"):  # training checkpoint
+        return dict(meta["meta"])
     config = meta.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
-        return None
-    num_classes = config.get("num_classes")
-    if not isinstance(num_classes, int) and "fc.weight" in sd:
-        num_classes = sd["fc.weight"].shape[0]
-    overrides = config.get("overrides") or {}
-    return dict(format="sknet", model_name=config["model"], num_classes=num_classes, overrides=overrides)
-
-
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a file that records which model it holds.
-
-    That is a .safetensors file written by :func:`save_weights`, or a training checkpoint
-    (``torch.save`` of ``{"model": state_dict, "config": {"model": NAME, ...}}``).
-    """
-    from .models import create_model
-
-    meta = read_metadata(path)
-    if meta.get("format") != "sknet" or "model_name" not in meta:
-        meta = _training_checkpoint_record(path) or meta
-    if meta.get("format") != "sknet" or "model_name" not in meta:
-        raise ValueError(
-            f"{str(path)!r} has no sknet metadata record (which model, which overrides); build the model "
-            "yourself and pass weights=PATH to create_model(name, ...) (CLI: --model NAME --weights PATH)"
-        )
-    model = create_model(meta["model_name"], num_classes=meta.get("num_classes"), **meta.get("overrides", {}))
-    load_weights(model, path, model_name=meta["model_name"])
-    model.pretrained_cfg.update(
-        {k: meta[k] for k in ("input_size", "mean", "std", "provenance", "metrics", "classes") if meta.get(k)}
-    )
-    return model
-
-
-def add_model_arguments(parser, title: str = "model (one of)") -> None:
-    """The command-line group that names a model: ``--checkpoint``, or ``--model`` [+ ``--weights``,
-    ``--num-classes``]; :func:`model_from_arguments` builds it (``sknet export``, ``sknet analyze``)."""
-    group = parser.add_argument_group(title)
-    group.add_argument("--checkpoint", help="a weights file with a metadata record (sknet.save_weights or training)")
-    group.add_argument("--model", help="a registered model name (see `sknet models`), e.g. sknet50")
-    group.add_argument("--weights", help="with --model: weights to load (ours, timm's or torchvision's)")
-    group.add_argument(
-        "--num-classes", type=int, default=None, help="with --model: classifier outputs (default: the weights')"
-    )
-
-
-def model_from_arguments(
-    checkpoint: str | None, model_name: str | None, weights: str | None, num_classes: int | None, action: str
-) -> nn.Module:
-    """The model the command line names (:func:`add_model_arguments`): a file with a metadata
-    record, or a registered name with optional weights. ``action`` ("export", "analyse") goes
-    into the messages. Without ``--num-classes`` the classifier size comes from the weights."""
-    from .models import create_model
-
-    if checkpoint and model_name:
-        raise ValueError("give either --checkpoint PATH or --model NAME [--weights PATH], not both")
-    if checkpoint:
-        if weights or num_classes is not None:
-            raise ValueError("--weights / --num-classes go with --model; a --checkpoint records its own")
-        return load_model(checkpoint)
-    if not model_name:
-        raise ValueError(f"say what to {action}: --checkpoint PATH (a file written by sknet) or --model NAME")
-    if weights is None:
-        print(f"note: no --weights given; {model_name} keeps its random initial weights")
-        return create_model(model_name, num_classes=num_classes)
-    if num_classes is None:  # the file's record, else its classifier's size
-        num_classes = read_metadata(weights).get("num_classes")
+    if isinstance(config, dict) and isinstance(config.get("model"), str):  # a checkpoint without "meta"
+        num_classes = config.get("num_classes")
         if not isinstance(num_classes, int):
-            fc = read_state_dict(weights)[0].get("fc.weight")
-            num_classes = fc.shape[0] if fc is not None and fc.dim() == 2 else None
-    return create_model(model_name, num_classes=num_classes, weights=weights)
+            num_classes = num_classes_of(sd)
+        return dict(model_name=config["model"], overrides=config.get("overrides") or {}, num_classes=num_classes)
+    return None
+
+
+def read_record(path: str | Path) -> dict | None:
+    """The model record of the file at ``path`` (:func:`model_record`), or None."""
+    return model_record(*read_state_dict(path))
+
+
+def num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:
+    """The classifier's output count in a state dict (``fc.weight``), or None."""
+    fc = sd.get("fc.weight")
+    return fc.shape[0] if fc is not None and fc.dim() == 2 else None
+
+
+def _record_model_name(meta: dict) -> str | None:
+    if meta.get("model_name"):
+        return meta["model_name"]
+    if isinstance(meta.get("meta"), dict) and meta["meta"].get("model_name"):
+        return meta["meta"]["model_name"]
+    config = meta.get("config")
+    return config.get("model") if isinstance(config, dict) else None

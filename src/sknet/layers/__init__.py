@@ -1,19 +1,22 @@
+"""Reusable pieces: the SK convolution and its attention, SE, conv-BN-ReLU."""
+
 from .conv_bn_act import ConvBnAct, same_padding
 from .se import SqueezeExcite
 from .sk_conv import (
+    FAST_PARTS,
     SELECT_MODES,
     SK_IMPLS,
     AttentionNorm,
     Branch,
     SKAttention,
     SKConv,
-    get_sk_impl,
     parse_branches,
-    set_sk_impl,
+    parse_sk_impl,
     sk_impl,
 )
 
 __all__ = [
+    "FAST_PARTS",
     "SELECT_MODES",
     "SK_IMPLS",
     "AttentionNorm",
@@ -22,9 +25,8 @@ __all__ = [
     "SKAttention",
     "SKConv",
     "SqueezeExcite",
-    "get_sk_impl",
     "parse_branches",
+    "parse_sk_impl",
     "same_padding",
-    "set_sk_impl",
     "sk_impl",
 ]

@@ -17,8 +17,10 @@ Two implementations of the same maths live here (docs/performance.md measures th
   stride-1 conv on the subsampled input (:meth:`SKConv._conv`): the same sums, and oneDNN's
   backward of that conv is 2-4x faster than of the strided dilated one.
 
-Choose with :func:`set_sk_impl` (global), the :func:`sk_impl` context manager, or the
-``impl`` attribute of one :class:`SKConv` (``None`` follows the global choice).
+Which one a module runs is its own setting, ``SKConv(..., impl="fast")``, shown in its ``repr``
+and passed through ``sknet.create_model(name, sk_impl=...)``. The spec is ``"fast"``,
+``"reference"``, or ``"fast"`` with parts switched off for the ablation (``"nolean"``,
+``"nofold"``, ``"nosubsample"``, comma-separated): :func:`parse_sk_impl`.
 """
 
 from __future__ import annotations
@@ -35,31 +37,49 @@ from .conv_bn_act import ConvBnAct
 
 SELECT_MODES = ("attention", "sum")
 SK_IMPLS = ("reference", "fast")
-_sk_impl = "fast"
+# Parts of the fast path the ablation can switch off: spec token -> SKConv attribute.
+FAST_PARTS = {"nolean": "lean_training", "nofold": "fold_eval_bn", "nosubsample": "subsample_strided"}
 
 
-def get_sk_impl() -> str:
-    """The SK implementation every :class:`SKConv` with ``impl=None`` uses now."""
-    return _sk_impl
+def parse_sk_impl(spec: str) -> dict[str, str | bool]:
+    """``"fast"`` / ``"reference"`` / ``"nolean,nofold"`` -> the settings of an :class:`SKConv`.
 
-
-def set_sk_impl(name: str) -> str:
-    """Select the SK implementation globally (``"fast"`` or ``"reference"``); returns the previous one."""
-    global _sk_impl
-    if name not in SK_IMPLS:
-        raise ValueError(f"SK implementation must be one of {SK_IMPLS}, got {name!r}")
-    previous, _sk_impl = _sk_impl, name
-    return previous
+    Returns ``impl`` (``"fast"`` or ``"reference"``) and the three fast-path parts
+    (``lean_training``, ``fold_eval_bn``, ``subsample_strided``); a ``no...`` token
+    switches its part off (and implies ``"fast"``).
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"sk_impl must be a string such as 'fast' or 'reference', got {spec!r}")
+    settings: dict[str, str | bool] = dict(impl="fast", **{attr: True for attr in FAST_PARTS.values()})
+    tokens = [t.strip() for t in spec.split(",") if t.strip()] or ["fast"]
+    for token in tokens:
+        if token in SK_IMPLS:
+            settings["impl"] = token
+        elif token in FAST_PARTS:
+            settings[FAST_PARTS[token]] = False
+        else:
+            raise ValueError(f"unknown SK option {token!r} in sk_impl={spec!r}; use one of {(*SK_IMPLS, *FAST_PARTS)}")
+    if settings["impl"] == "reference" and len(tokens) > 1:
+        raise ValueError(f"{spec!r}: the fast-path options {tuple(FAST_PARTS)} do not apply to 'reference'")
+    return settings
 
 
 @contextlib.contextmanager
-def sk_impl(name: str) -> Iterator[None]:
-    """Run a block with the given SK implementation, e.g. ``with sk_impl("reference"): model(x)``."""
-    previous = set_sk_impl(name)
+def sk_impl(module: nn.Module, spec: str) -> Iterator[nn.Module]:
+    """Run every :class:`SKConv` inside ``module`` with ``spec`` for the block, then restore
+    their own settings, e.g. ``with sk_impl(model, "reference"): model(x)``."""
+    settings = parse_sk_impl(spec)
+    convs = [m for m in module.modules() if isinstance(m, SKConv)]
+    saved = [{k: getattr(m, k) for k in settings} for m in convs]
     try:
-        yield
+        for m in convs:
+            for k, v in settings.items():
+                setattr(m, k, v)
+        yield module
     finally:
-        set_sk_impl(previous)
+        for m, old in zip(convs, saved):
+            for k, v in old.items():
+                setattr(m, k, v)
 
 
 class Branch(NamedTuple):
@@ -122,7 +142,7 @@ class SKAttention(nn.Module):
     The input is either the fused map ``U`` ``(B, C, H, W)`` or its pooled descriptor
     ``s`` ``(B, C)`` (the fast path pools the branches without building ``U``).
 
-    :func:`sknet.fuse.fuse` turns a two-branch attention into its inference form:
+    :func:`sknet.fuse` turns a two-branch attention into its inference form:
     the BN folded into ``fc_reduce`` (which gains a bias) and ``fc_select`` reduced to the
     difference of its two row blocks (``pairwise``), since a softmax over two logits is a
     sigmoid of their difference. It still returns ``(B, 2, C)``.
@@ -187,6 +207,10 @@ class SKConv(nn.Module):
         select: ``"attention"`` (SK) or ``"sum"``.
         act: ReLU at the end of every branch (the paper's branches have it; the
             lightweight models turn it off to keep ShuffleNetV2's linear depthwise step).
+        impl: How to compute it, never what: ``"fast"`` (default), ``"reference"``, or the
+            fast path with parts switched off (:func:`parse_sk_impl`). The settings are
+            plain attributes (``impl``, ``lean_training``, ``fold_eval_bn``,
+            ``subsample_strided``) and show in ``repr``.
     """
 
     def __init__(
@@ -199,6 +223,7 @@ class SKConv(nn.Module):
         min_dim: int = 32,
         select: str = "attention",
         act: bool = True,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
         if select not in SELECT_MODES:
@@ -220,28 +245,27 @@ class SKConv(nn.Module):
             self.attn = SKAttention(out_channels, len(paths), reduction, min_dim)
         else:
             self.attn = None
-        self.impl: str | None = None  # None: the global choice (set_sk_impl); or one of SK_IMPLS
-
-    # Parts of the fast path that can be switched off (class-wide or per instance), for the
-    # ablation in docs/performance.md: the memory-lean two-branch training step (_LeanSelect),
-    # folding each branch's BN into its conv in eval mode ...
-    lean_training: bool = True
-    fold_eval_bn: bool = True
-    # ... and running a strided dilated branch as a stride-1 conv on the subsampled input
-    # when training on the CPU (:meth:`_conv`).
-    subsample_strided: bool = True
+        # impl: "fast" or "reference". The fast path's parts, each switchable for the ablation in
+        # docs/performance.md: the memory-lean two-branch training step (lean_training, _LeanSelect),
+        # each branch's BN folded into its conv in eval mode (fold_eval_bn), and a strided dilated
+        # branch trained on the CPU as a stride-1 conv on the subsampled input (subsample_strided).
+        self.impl: str
+        self.lean_training: bool
+        self.fold_eval_bn: bool
+        self.subsample_strided: bool
+        for key, value in parse_sk_impl(impl).items():
+            setattr(self, key, value)
 
     @property
     def num_paths(self) -> int:
         return len(self.paths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        impl = self.impl or _sk_impl
-        if impl == "fast":
+        if self.impl == "fast":
             return self.forward_fast(x)
-        if impl == "reference":
+        if self.impl == "reference":
             return self.forward_reference(x)
-        raise ValueError(f"SKConv.impl must be None or one of {SK_IMPLS}, got {impl!r}")
+        raise ValueError(f"SKConv.impl must be one of {SK_IMPLS}, got {self.impl!r}")
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's equations as written (Eq. 1-6); the fast path is tested against this."""
@@ -358,8 +382,14 @@ class SKConv(nn.Module):
             stride = (1, 1)
         return F.conv2d(x, weight, bias, stride, padding, dilation, conv.groups)
 
+    @property
+    def impl_spec(self) -> str:
+        """The settings as a spec string, :func:`parse_sk_impl`'s inverse (``"fast,nolean"``)."""
+        off = [token for token, attr in FAST_PARTS.items() if not getattr(self, attr)]
+        return ",".join([self.impl, *off]) if self.impl == "fast" else self.impl
+
     def extra_repr(self) -> str:
-        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}"
+        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}, impl={self.impl_spec!r}"
 
 
 class _Subsample(torch.autograd.Function):

@@ -1,5 +1,12 @@
-from . import resnext, shufflenetv2  # noqa: F401  (registers the models)
-from .registry import ModelEntry, create_model, get_model_entry, list_models, register_model
+"""Every network of the paper, built by name: ``create_model("sknet50")``.
+
+Importing this package registers the ResNeXt family (ResNeXt, SENet, SKNet; ImageNet, CIFAR
+and mini) and the ShuffleNetV2 family; ``list_models()`` names them all.
+"""
+
+from . import resnext, shufflenetv2  # noqa: F401  (each registers its family)
+from .factory import create_model, load_model
+from .registry import ModelEntry, get_model_entry, list_models, register_model
 from .resnext import Bottleneck, GroupedConv, ResNeXt, SelectiveKernel
 from .shufflenetv2 import DepthwiseConv, DepthwiseSK, ShuffleNetV2
 
@@ -15,5 +22,6 @@ __all__ = [
     "create_model",
     "get_model_entry",
     "list_models",
+    "load_model",
     "register_model",
 ]

@@ -1,14 +1,17 @@
-"""Model registry: ``register_model`` / ``create_model`` / ``list_models``.
+"""The model registry: every named model is a builder and the numbers it is built with.
 
-A registered function holds only its numbers (layers, widths, branches); its keyword
-arguments are the overrides a user may pass to :func:`create_model`.
+A family of models is one builder with keyword-only arguments (e.g. :func:`~sknet.models.resnext.sknet`);
+a registered model is a name, that builder and a dict of the numbers that make it (units per
+stage, widths, branches). What a user may change through ``create_model(name, **overrides)`` is
+fixed per model: the builder's arguments that have defaults (classifier size, input channels,
+the SK settings, ...) plus the structural ones the entry opens explicitly (``tunable``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -16,42 +19,64 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """What the registry knows about a model besides how to build it."""
+    """What the registry knows about a model."""
 
     name: str
-    fn: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module]
+    args: dict  # the model's numbers, passed to builder as keywords
     family: str
     input_size: tuple[int, int, int]
     num_classes: int
+    doc: str = ""
     paper_params_m: float | None = None  # SPEC Table 1, millions
     paper_gmacs: float | None = None  # SPEC Table 1, multiply-adds at input_size
-    overrides: tuple[str, ...] = field(default=())
+    overrides: tuple[str, ...] = field(default=())  # keyword arguments create_model accepts
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
+    name: str,
+    builder: Callable[..., nn.Module],
+    args: dict | None = None,
     *,
     family: str,
+    doc: str = "",
     input_size: tuple[int, int, int] = (3, 224, 224),
     num_classes: int = 1000,
     paper_params_m: float | None = None,
     paper_gmacs: float | None = None,
-) -> Callable:
-    """Decorator that adds a model function to the registry under its own name."""
+    tunable: Sequence[str] = (),
+) -> ModelEntry:
+    """Add ``name`` to the registry: ``create_model(name)`` calls ``builder(**args, num_classes=...)``.
 
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = fn.__name__
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        params = inspect.signature(fn).parameters
-        _REGISTRY[name] = ModelEntry(
-            name, fn, family, input_size, num_classes, paper_params_m, paper_gmacs, tuple(params)
-        )
-        return fn
-
-    return wrap
+    Args:
+        name: The model's name.
+        builder: Takes keyword arguments, including ``num_classes``, and returns the model.
+        args: The numbers of this model (structural arguments of ``builder``).
+        family: ``"imagenet"``, ``"cifar"``, ``"mini"``, ``"light"``, ...: sets the defaults shown by ``sknet models``.
+        doc: One line on what the model is.
+        input_size: ``(C, H, W)`` the model is made for (complexity figures, exports).
+        num_classes: Default classifier size.
+        paper_params_m: The paper's parameter count (millions), where it gives one.
+        paper_gmacs: The paper's multiply-adds (GFLOPs in the paper) at ``input_size``.
+        tunable: Arguments in ``args`` a user may still override (e.g. the mini models' ``layers``).
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    args = dict(args or {})
+    params = inspect.signature(builder).parameters
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        raise ValueError(f"model {name!r}: {builder.__name__} takes no argument(s) {unknown}")
+    with_default = {p for p, v in params.items() if v.default is not inspect.Parameter.empty}
+    overrides = tuple(p for p in params if p in with_default or p in tunable)
+    entry = ModelEntry(
+        name, builder, args, family, tuple(input_size), num_classes, doc, paper_params_m, paper_gmacs, overrides
+    )
+    _REGISTRY[name] = entry
+    return entry
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -61,48 +86,9 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name is an error that lists the valid ones."""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
         hint = f" Did you mean one of {close}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Valid models: {', '.join(list_models())}")
     return _REGISTRY[name]
-
-
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    weights: str | None = None,
-    **overrides,
-) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: A name from :func:`list_models`.
-        num_classes: Classifier outputs; None keeps the model's default (1000 for
-            ImageNet models, 10 for the CIFAR ones).
-        weights: Path to a checkpoint (ours, timm's ``skresnext50_32x4d`` or torchvision's
-            ``resnext50_32x4d``; .pt/.pth/.safetensors) loaded after building.
-        **overrides: Architecture overrides the model accepts, e.g. for SK models
-            ``branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)]``, ``select="sum"``,
-            ``reduction=8``, ``min_dim=16``.
-
-    Raises:
-        ValueError: Unknown model, or an override the model does not take (the
-            message lists the valid ones).
-    """
-    entry = get_model_entry(name)
-    bad = sorted(set(overrides) - set(entry.overrides))
-    if bad:
-        raise ValueError(f"model {name!r} does not take override(s) {bad}; valid overrides: {sorted(entry.overrides)}")
-    kwargs = dict(overrides)
-    kwargs["num_classes"] = entry.num_classes if num_classes is None else num_classes
-    model = entry.fn(**kwargs)
-    model.pretrained_cfg = dict(
-        name=name, overrides=overrides, num_classes=kwargs["num_classes"], input_size=entry.input_size
-    )
-    if weights is not None:
-        from ..weights import load_weights
-
-        load_weights(model, weights, model_name=name)
-    return model

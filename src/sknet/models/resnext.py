@@ -18,6 +18,7 @@ from torch import nn
 
 from ..layers import ConvBnAct, SKConv, SqueezeExcite
 from .init import init_weights
+from .registry import register_model
 
 MidLayer = Callable[[int, int, int], nn.Module]  # (in_channels, out_channels, stride) -> module
 
@@ -173,412 +174,294 @@ class ResNeXt(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# --------------------------------------------------------------------------- registry
-# Every function below holds only its numbers; its keyword arguments are the
-# overrides create_model accepts.
-
-from .registry import register_model  # noqa: E402
+# --------------------------------------------------------------------------- builders
+# One builder per family, keyword arguments only: the structural numbers have no defaults
+# (each registered model states them), what a user may change has one.
 
 SK_BRANCHES = ((3, 1, 32), (3, 2, 32))  # K3 + a dilated 3x3 standing in for K5 (SPEC 1)
-IMAGENET_OUT = (256, 512, 1024, 2048)
 
 
-def _widths(groups: int, width_per_group: int, stages: int = 4) -> tuple[int, ...]:
+def _widths(groups: int, width_per_group: int, stages: int) -> tuple[int, ...]:
     """Bottleneck widths ``G * d * 2^i`` (ResNeXt's template: 32x4d -> 128, 256, 512, 1024)."""
     return tuple(groups * width_per_group * 2**i for i in range(stages))
 
 
-def _resnext(layers, groups=32, width_per_group=4, out_channels=IMAGENET_OUT, **kwargs) -> ResNeXt:
-    widths = _widths(groups, width_per_group, len(layers))
-    return ResNeXt(layers, GroupedConv(groups), widths, out_channels, **kwargs)
-
-
-def _senet(layers, reduction=16, groups=32, width_per_group=4, out_channels=IMAGENET_OUT, **kwargs) -> ResNeXt:
-    widths = _widths(groups, width_per_group, len(layers))
-    return ResNeXt(layers, GroupedConv(groups), widths, out_channels, se_reduction=reduction, **kwargs)
-
-
-def _sknet(
-    layers,
-    branches=SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=32,
-    groups=32,
-    width_per_group=4,
-    out_channels=IMAGENET_OUT,
+def _network(
+    mid_layer: MidLayer,
+    *,
+    layers: Sequence[int],
+    groups: int,
+    width_per_group: int,
+    out_channels: Sequence[int] | None,
+    stem: str,
+    stem_width: int,
+    first_stride: int,
     **kwargs,
 ) -> ResNeXt:
+    """A :class:`ResNeXt` from the template's numbers; ``out_channels=None`` is twice the widths."""
     widths = _widths(groups, width_per_group, len(layers))
-    mid = SelectiveKernel(branches=branches, select=select, reduction=reduction, min_dim=min_dim)
-    return ResNeXt(layers, mid, widths, out_channels, **kwargs)
-
-
-_IMAGENET = dict(family="imagenet")
-
-
-@register_model(**_IMAGENET)
-def resnext26_32x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-26 (32x4d): units {2, 2, 2, 2}."""
-    return _resnext(
-        (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate
+    out_channels = tuple(2 * w for w in widths) if out_channels is None else out_channels
+    return ResNeXt(
+        layers, mid_layer, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, **kwargs
     )
 
 
-@register_model(**_IMAGENET, paper_params_m=25.0, paper_gmacs=4.24)
-def resnext50_32x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-50 (32x4d), the paper's baseline (Table 1)."""
-    return _resnext(
-        (3, 4, 6, 3), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate
-    )
+def resnext(
+    *,
+    layers: Sequence[int],
+    groups: int,
+    width_per_group: int,
+    out_channels: Sequence[int] | None,
+    stem: str,
+    stem_width: int,
+    first_stride: int,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+) -> ResNeXt:
+    """ResNeXt: a grouped 3x3 conv (``groups`` G of ``width_per_group`` d) in every unit."""
+    return _network(
+        GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
+        stem=stem, stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
+        zero_init_last=zero_init_last, drop_rate=drop_rate,
+    )  # fmt: skip
 
 
-@register_model(**_IMAGENET)
-def resnext101_32x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-101 (32x4d): units {3, 4, 23, 3}."""
-    return _resnext(
-        (3, 4, 23, 3), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate
-    )
+def senet(
+    *,
+    layers: Sequence[int],
+    groups: int,
+    width_per_group: int,
+    out_channels: Sequence[int] | None,
+    stem: str,
+    stem_width: int,
+    first_stride: int,
+    reduction: int = 16,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+) -> ResNeXt:
+    """SENet: ResNeXt with SE (ratio ``reduction``) on every unit."""
+    return _network(
+        GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
+        stem=stem, stem_width=stem_width, first_stride=first_stride, se_reduction=reduction, num_classes=num_classes,
+        in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate,
+    )  # fmt: skip
 
 
-@register_model(**_IMAGENET)
-def resnext50_36x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """Table 3 control, more cardinal: 36 groups of width 4 (bottleneck widths 144...1152)."""
-    return _resnext(
-        (3, 4, 6, 3),
-        groups=36,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
+def sknet(
+    *,
+    layers: Sequence[int],
+    groups: int,
+    width_per_group: int,
+    out_channels: Sequence[int] | None,
+    stem: str,
+    stem_width: int,
+    first_stride: int,
+    branches: Sequence = SK_BRANCHES,
+    select: str = "attention",
+    reduction: int = 16,
+    min_dim: int = 32,
+    sk_impl: str = "fast",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    zero_init_last: bool = False,
+    drop_rate: float = 0.0,
+) -> ResNeXt:
+    """SKNet: ResNeXt with an SK conv (``branches``, ``select``, r = ``reduction``, L = ``min_dim``)
+    as every unit's 3x3 stage; ``sk_impl`` chooses how it is computed (:class:`SKConv`)."""
+    mid = SelectiveKernel(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+    return _network(
+        mid, layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels, stem=stem,
+        stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
+        zero_init_last=zero_init_last, drop_rate=drop_rate,
+    )  # fmt: skip
 
 
-@register_model(**_IMAGENET)
-def resnext53_32x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """Table 3 control, deeper at SKNet-50's cost: one more conv4 unit, {3, 4, 7, 3} (53 layers)."""
-    return _resnext(
-        (3, 4, 7, 3), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate
-    )
+# --------------------------------------------------------------------------- registered models
+# Every model below states only its numbers.
 
+IMAGENET = dict(
+    groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64, first_stride=1
+)
+WIDE_OUT = (272, 544, 1088, 2176)  # stage outputs x 17/16, see docs/architecture.md
 
-@register_model(**_IMAGENET)
-def resnext56_32x4d(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """Table 3 control, deeper: two more conv4 units, {3, 4, 8, 3} (56 layers)."""
-    return _resnext(
-        (3, 4, 8, 3), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate
-    )
-
-
-WIDE_OUT = (272, 544, 1088, 2176)  # stage outputs x 1.0625, see docs/architecture.md
-
-
-@register_model(**_IMAGENET)
-def resnext50_wide(num_classes=1000, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """Table 3 control, wider: stage outputs 272/544/1088/2176 (x17/16), bottlenecks 32x4d.
-
-    Cardinality and group width stay 32x4d; only the 1x1-facing stage widths grow,
-    to the multiple of 16 that brings the cost closest to SKNet-50's.
-    """
-    return _resnext(
-        (3, 4, 6, 3),
-        out_channels=WIDE_OUT,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET)
-def senet26(num_classes=1000, reduction=16, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """SENet-26: ResNeXt-26 (32x4d) with SE (r=16) on every unit."""
-    return _senet(
-        (2, 2, 2, 2),
-        reduction,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET, paper_params_m=27.7, paper_gmacs=4.25)
-def senet50(num_classes=1000, reduction=16, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """SENet-50: ResNeXt-50 (32x4d) with SE (r=16) on every unit (Table 1)."""
-    return _senet(
-        (3, 4, 6, 3),
-        reduction,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET)
-def senet101(num_classes=1000, reduction=16, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """SENet-101: ResNeXt-101 (32x4d) with SE (r=16) on every unit."""
-    return _senet(
-        (3, 4, 23, 3),
-        reduction,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET)
-def sknet26(
-    num_classes=1000,
-    branches=SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=32,
-    in_chans=3,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """SKNet-26: units {2, 2, 2, 2}, SK[M=2, G=32, r=16]."""
-    return _sknet(
-        (2, 2, 2, 2),
-        branches,
-        select,
-        reduction,
-        min_dim,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET, paper_params_m=27.5, paper_gmacs=4.47)
-def sknet50(
-    num_classes=1000,
-    branches=SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=32,
-    in_chans=3,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """SKNet-50 (Table 1): units {3, 4, 6, 3}, SK[M=2, G=32, r=16], L=32."""
-    return _sknet(
-        (3, 4, 6, 3),
-        branches,
-        select,
-        reduction,
-        min_dim,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_IMAGENET)
-def sknet101(
-    num_classes=1000,
-    branches=SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=32,
-    in_chans=3,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """SKNet-101: units {3, 4, 23, 3}, SK[M=2, G=32, r=16]."""
-    return _sknet(
-        (3, 4, 23, 3),
-        branches,
-        select,
-        reduction,
-        min_dim,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
+register_model(
+    "resnext26_32x4d",
+    resnext,
+    dict(IMAGENET, layers=(2, 2, 2, 2)),
+    doc="ResNeXt-26 (32x4d): units {2, 2, 2, 2}.",
+    family="imagenet",
+)
+register_model(
+    "resnext50_32x4d",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 6, 3)),
+    doc="ResNeXt-50 (32x4d), the paper's baseline (Table 1).",
+    paper_params_m=25.0,
+    paper_gmacs=4.24,
+    family="imagenet",
+)
+register_model(
+    "resnext101_32x4d",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 23, 3)),
+    doc="ResNeXt-101 (32x4d): units {3, 4, 23, 3}.",
+    family="imagenet",
+)
+register_model(
+    "resnext50_36x4d",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 6, 3), groups=36),
+    doc="Table 3 control, more cardinal: 36 groups of width 4 (bottleneck widths 144...1152).",
+    family="imagenet",
+)
+register_model(
+    "resnext53_32x4d",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 7, 3)),
+    doc="Table 3 control, deeper at SKNet-50's cost: one more conv4 unit, {3, 4, 7, 3} (53 layers).",
+    family="imagenet",
+)
+register_model(
+    "resnext56_32x4d",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 8, 3)),
+    doc="Table 3 control, deeper: two more conv4 units, {3, 4, 8, 3} (56 layers).",
+    family="imagenet",
+)
+register_model(
+    "resnext50_wide",
+    resnext,
+    dict(IMAGENET, layers=(3, 4, 6, 3), out_channels=WIDE_OUT),
+    doc="Table 3 control, wider: stage outputs 272/544/1088/2176 (x17/16), bottlenecks 32x4d.",
+    family="imagenet",
+)
+register_model(
+    "senet26",
+    senet,
+    dict(IMAGENET, layers=(2, 2, 2, 2)),
+    doc="SENet-26: ResNeXt-26 (32x4d) with SE (r=16) on every unit.",
+    family="imagenet",
+)
+register_model(
+    "senet50",
+    senet,
+    dict(IMAGENET, layers=(3, 4, 6, 3)),
+    doc="SENet-50: ResNeXt-50 (32x4d) with SE (r=16) on every unit (Table 1).",
+    paper_params_m=27.7,
+    paper_gmacs=4.25,
+    family="imagenet",
+)
+register_model(
+    "senet101",
+    senet,
+    dict(IMAGENET, layers=(3, 4, 23, 3)),
+    doc="SENet-101: ResNeXt-101 (32x4d) with SE (r=16) on every unit.",
+    family="imagenet",
+)
+register_model(
+    "sknet26",
+    sknet,
+    dict(IMAGENET, layers=(2, 2, 2, 2)),
+    doc="SKNet-26: units {2, 2, 2, 2}, SK[M=2, G=32, r=16].",
+    family="imagenet",
+)
+register_model(
+    "sknet50",
+    sknet,
+    dict(IMAGENET, layers=(3, 4, 6, 3)),
+    doc="SKNet-50 (Table 1): units {3, 4, 6, 3}, SK[M=2, G=32, r=16], L=32.",
+    paper_params_m=27.5,
+    paper_gmacs=4.47,
+    family="imagenet",
+)
+register_model(
+    "sknet101",
+    sknet,
+    dict(IMAGENET, layers=(3, 4, 23, 3)),
+    doc="SKNet-101: units {3, 4, 23, 3}, SK[M=2, G=32, r=16].",
+    family="imagenet",
+)
 
 # CIFAR (32x32): ResNeXt-29, three stages of three units, outputs 256/512/1024, a 3x3
 # stem of 64 (SPEC 2). Bottleneck widths follow the same template: 16x32d -> 512/1024/2048.
-_CIFAR = dict(family="cifar", input_size=(3, 32, 32), num_classes=10)
-CIFAR_OUT = (256, 512, 1024)
+CIFAR = dict(layers=(3, 3, 3), out_channels=(256, 512, 1024), stem="cifar", stem_width=64, first_stride=1)
 CIFAR_SK_BRANCHES = ((3, 1, 32), (3, 2, 32))  # G=32 per branch: the base's cost (our choice, docs)
+_CIFAR = dict(family="cifar", input_size=(3, 32, 32), num_classes=10)
 
-
-@register_model(**_CIFAR)
-def resnext29_16x32d(num_classes=10, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-29 (16x32d), the base of SKNet-29 and SENet-29."""
-    return _resnext(
-        (3, 3, 3),
-        16,
-        32,
-        CIFAR_OUT,
-        stem="cifar",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_CIFAR)
-def resnext29_8x64d(num_classes=10, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-29 (8x64d) of the ResNeXt paper."""
-    return _resnext(
-        (3, 3, 3),
-        8,
-        64,
-        CIFAR_OUT,
-        stem="cifar",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_CIFAR)
-def resnext29_16x64d(num_classes=10, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """ResNeXt-29 (16x64d) of the ResNeXt paper."""
-    return _resnext(
-        (3, 3, 3),
-        16,
-        64,
-        CIFAR_OUT,
-        stem="cifar",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_CIFAR)
-def senet29(num_classes=10, reduction=16, in_chans=3, zero_init_last=False, drop_rate=0.0):
-    """SENet-29: ResNeXt-29 (16x32d) with SE (r=16) on every unit (our choice of r)."""
-    return _senet(
-        (3, 3, 3),
-        reduction,
-        16,
-        32,
-        CIFAR_OUT,
-        stem="cifar",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_CIFAR)
-def sknet29(
-    num_classes=10,
-    branches=CIFAR_SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=32,
-    in_chans=3,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """SKNet-29: ResNeXt-29 (16x32d) base with SK[M=2, G=32, r=16], L=32 (our choice, docs/architecture.md)."""
-    return _sknet(
-        (3, 3, 3),
-        branches,
-        select,
-        reduction,
-        min_dim,
-        16,
-        32,
-        CIFAR_OUT,
-        stem="cifar",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
+register_model(
+    "resnext29_16x32d",
+    resnext,
+    dict(CIFAR, groups=16, width_per_group=32),
+    doc="ResNeXt-29 (16x32d), the base of SKNet-29 and SENet-29.",
+    **_CIFAR,
+)
+register_model(
+    "resnext29_8x64d",
+    resnext,
+    dict(CIFAR, groups=8, width_per_group=64),
+    doc="ResNeXt-29 (8x64d) of the ResNeXt paper.",
+    **_CIFAR,
+)
+register_model(
+    "resnext29_16x64d",
+    resnext,
+    dict(CIFAR, groups=16, width_per_group=64),
+    doc="ResNeXt-29 (16x64d) of the ResNeXt paper.",
+    **_CIFAR,
+)
+register_model(
+    "senet29",
+    senet,
+    dict(CIFAR, groups=16, width_per_group=32),
+    doc="SENet-29: ResNeXt-29 (16x32d) with SE (r=16) on every unit (our choice of r).",
+    **_CIFAR,
+)
+register_model(
+    "sknet29",
+    sknet,
+    dict(CIFAR, groups=16, width_per_group=32, branches=CIFAR_SK_BRANCHES),
+    doc="SKNet-29: ResNeXt-29 (16x32d) base with SK[M=2, G=32, r=16], L=32 (our choice, docs/architecture.md).",
+    **_CIFAR,
+)
 
 # Mini (28x28 grayscale, e.g. Fashion-MNIST): the 29-layer CIFAR template scaled down to
 # what two CPU cores train in minutes; the first stage downsamples (28 -> 14 -> 7 -> 4).
 # Not in the paper; the small-scale replication (docs/replication.md) uses it.
 # Widths (G * d * 2^i) and outputs (2x the widths) keep the ResNeXt template; L shrinks
 # with the widths (our choice, docs/architecture.md).
-_MINI = dict(family="mini", input_size=(1, 28, 28), num_classes=10)
+MINI = dict(
+    layers=(1, 1, 1),
+    groups=8,
+    width_per_group=4,
+    out_channels=None,
+    stem="cifar",
+    stem_width=32,
+    first_stride=2,
+    in_chans=1,
+)
 MINI_SK_BRANCHES = ((3, 1, 8), (3, 2, 8))
+_MINI = dict(
+    family="mini", input_size=(1, 28, 28), num_classes=10, tunable=("layers", "groups", "width_per_group", "stem_width")
+)
 
-
-def _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate):
-    widths = _widths(groups, width_per_group, len(layers))
-    return dict(
-        layers=layers,
-        widths=widths,
-        out_channels=tuple(2 * w for w in widths),
-        stem="cifar",
-        stem_width=stem_width,
-        first_stride=2,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        zero_init_last=zero_init_last,
-        drop_rate=drop_rate,
-    )
-
-
-@register_model(**_MINI)
-def resnext_mini(
-    num_classes=10,
-    layers=(1, 1, 1),
-    groups=8,
-    width_per_group=4,
-    stem_width=32,
-    in_chans=1,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """Mini ResNeXt (8x4d, one unit per stage by default): the plain baseline at 28x28."""
-    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
-    return ResNeXt(mid_layer=GroupedConv(groups), **kw)
-
-
-@register_model(**_MINI)
-def senet_mini(
-    num_classes=10,
-    reduction=16,
-    layers=(1, 1, 1),
-    groups=8,
-    width_per_group=4,
-    stem_width=32,
-    in_chans=1,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """Mini SENet: the mini ResNeXt with SE (r=16) on every unit."""
-    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
-    return ResNeXt(mid_layer=GroupedConv(groups), se_reduction=reduction, **kw)
-
-
-@register_model(**_MINI)
-def sknet_mini(
-    num_classes=10,
-    branches=MINI_SK_BRANCHES,
-    select="attention",
-    reduction=16,
-    min_dim=16,
-    layers=(1, 1, 1),
-    groups=8,
-    width_per_group=4,
-    stem_width=32,
-    in_chans=1,
-    zero_init_last=False,
-    drop_rate=0.0,
-):
-    """Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16."""
-    kw = _mini_kwargs(layers, groups, width_per_group, stem_width, in_chans, num_classes, zero_init_last, drop_rate)
-    mid = SelectiveKernel(branches=branches, select=select, reduction=reduction, min_dim=min_dim)
-    return ResNeXt(mid_layer=mid, **kw)
+register_model(
+    "resnext_mini",
+    resnext,
+    dict(MINI),
+    doc="Mini ResNeXt (8x4d, one unit per stage by default): the plain baseline at 28x28.",
+    **_MINI,
+)
+register_model(
+    "senet_mini", senet, dict(MINI), doc="Mini SENet: the mini ResNeXt with SE (r=16) on every unit.", **_MINI
+)
+register_model(
+    "sknet_mini",
+    sknet,
+    dict(MINI, branches=MINI_SK_BRANCHES, min_dim=16),
+    doc="Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16.",
+    **_MINI,
+)

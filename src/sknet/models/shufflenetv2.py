@@ -132,48 +132,76 @@ class ShuffleNetV2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-X0_5 = (24, 48, 96, 192, 1024)
-X1_0 = (24, 116, 232, 464, 1024)
-_LIGHT = dict(family="light")
+# --------------------------------------------------------------------------- builders
 
 
-@register_model(**_LIGHT)
-def shufflenetv2_x0_5(num_classes=1000, in_chans=3, drop_rate=0.0):
-    """ShuffleNetV2 0.5x (stages 48/96/192, conv5 1024)."""
-    return ShuffleNetV2(X0_5, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+def shufflenetv2(*, stage_out: Sequence[int], num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
+    """ShuffleNetV2 with its depthwise 3x3 + BN."""
+    return ShuffleNetV2(stage_out, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
 
 
-@register_model(**_LIGHT)
-def shufflenetv2_x1_0(num_classes=1000, in_chans=3, drop_rate=0.0):
-    """ShuffleNetV2 1.0x (stages 116/232/464, conv5 1024)."""
-    return ShuffleNetV2(X1_0, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-
-
-@register_model(**_LIGHT)
-def shufflenetv2_x0_5_se(num_classes=1000, reduction=16, in_chans=3, drop_rate=0.0):
-    """ShuffleNetV2 0.5x + SE on every unit's right branch."""
-    return ShuffleNetV2(X0_5, se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-
-
-@register_model(**_LIGHT)
-def shufflenetv2_x1_0_se(num_classes=1000, reduction=16, in_chans=3, drop_rate=0.0):
-    """ShuffleNetV2 1.0x + SE on every unit's right branch."""
-    return ShuffleNetV2(X1_0, se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-
-
-@register_model(**_LIGHT)
-def shufflenetv2_x0_5_sk(
-    num_classes=1000, branches=SK_DW_BRANCHES, select="attention", reduction=16, min_dim=32, in_chans=3, drop_rate=0.0
+def shufflenetv2_se(
+    *, stage_out: Sequence[int], reduction: int = 16, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
 ):
-    """ShuffleNetV2 0.5x with every depthwise 3x3 replaced by a depthwise SK conv."""
-    dw = DepthwiseSK(branches=branches, select=select, reduction=reduction, min_dim=min_dim)
-    return ShuffleNetV2(X0_5, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    """ShuffleNetV2 + SE (ratio ``reduction``) on every unit's right branch."""
+    return ShuffleNetV2(
+        stage_out, se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+    )
 
 
-@register_model(**_LIGHT)
-def shufflenetv2_x1_0_sk(
-    num_classes=1000, branches=SK_DW_BRANCHES, select="attention", reduction=16, min_dim=32, in_chans=3, drop_rate=0.0
+def shufflenetv2_sk(
+    *,
+    stage_out: Sequence[int],
+    branches: Sequence = SK_DW_BRANCHES,
+    select: str = "attention",
+    reduction: int = 16,
+    min_dim: int = 32,
+    sk_impl: str = "fast",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
 ):
-    """ShuffleNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv."""
-    dw = DepthwiseSK(branches=branches, select=select, reduction=reduction, min_dim=min_dim)
-    return ShuffleNetV2(X1_0, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    """ShuffleNetV2 with every depthwise 3x3 replaced by a depthwise SK conv."""
+    dw = DepthwiseSK(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+    return ShuffleNetV2(stage_out, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+
+
+# --------------------------------------------------------------------------- registered models
+
+X0_5 = dict(stage_out=(24, 48, 96, 192, 1024))
+X1_0 = dict(stage_out=(24, 116, 232, 464, 1024))
+
+register_model(
+    "shufflenetv2_x0_5", shufflenetv2, X0_5, family="light", doc="ShuffleNetV2 0.5x (stages 48/96/192, conv5 1024)."
+)
+register_model(
+    "shufflenetv2_x1_0", shufflenetv2, X1_0, family="light", doc="ShuffleNetV2 1.0x (stages 116/232/464, conv5 1024)."
+)
+register_model(
+    "shufflenetv2_x0_5_se",
+    shufflenetv2_se,
+    X0_5,
+    family="light",
+    doc="ShuffleNetV2 0.5x + SE on every unit's right branch.",
+)
+register_model(
+    "shufflenetv2_x1_0_se",
+    shufflenetv2_se,
+    X1_0,
+    family="light",
+    doc="ShuffleNetV2 1.0x + SE on every unit's right branch.",
+)
+register_model(
+    "shufflenetv2_x0_5_sk",
+    shufflenetv2_sk,
+    X0_5,
+    family="light",
+    doc="ShuffleNetV2 0.5x with every depthwise 3x3 replaced by a depthwise SK conv.",
+)
+register_model(
+    "shufflenetv2_x1_0_sk",
+    shufflenetv2_sk,
+    X1_0,
+    family="light",
+    doc="ShuffleNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv.",
+)

@@ -1,0 +1,49 @@
+"""Flags shared by several commands: naming a model (``--checkpoint`` or ``--model`` [+ ``--weights``])."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from ..models import create_model, load_model
+from ..weights import model_record, num_classes_of, read_state_dict
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, title: str = "model (one of)") -> None:
+    """``--checkpoint``, or ``--model`` [+ ``--weights``, ``--num-classes``]; :func:`model_from_args` builds it."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--checkpoint", help="a file sknet wrote (model.safetensors, checkpoint.pt): records its model")
+    group.add_argument("--model", help="a registered model name (see `sknet models`), e.g. sknet50")
+    group.add_argument("--weights", help="with --model: weights to load (ours, timm's or torchvision's)")
+    group.add_argument(
+        "--num-classes", type=int, default=None, help="with --model: classifier outputs (default: the weights')"
+    )
+
+
+def model_from_args(args: argparse.Namespace, action: str) -> nn.Module:
+    """The model the flags name: a file with a record, or a registered name with optional weights.
+
+    ``action`` ("export", "analyse") goes into the messages. Without ``--num-classes`` the
+    classifier size comes from the weights.
+    """
+    if args.checkpoint and args.model:
+        raise ValueError("give either --checkpoint PATH or --model NAME [--weights PATH], not both")
+    if args.checkpoint:
+        if args.weights or args.num_classes is not None:
+            raise ValueError("--weights / --num-classes go with --model; a --checkpoint records its own")
+        return load_model(args.checkpoint)
+    if not args.model:
+        raise ValueError(f"say what to {action}: --checkpoint PATH (a file written by sknet) or --model NAME")
+    if args.weights is None:
+        print(f"note: no --weights given; {args.model} keeps its random initial weights")
+        return create_model(args.model, num_classes=args.num_classes)
+    num_classes = args.num_classes if args.num_classes is not None else weights_num_classes(args.weights)
+    return create_model(args.model, num_classes=num_classes, weights=args.weights)
+
+
+def weights_num_classes(path: str) -> int | None:
+    """The classifier size of a weights file: its record's, else its ``fc.weight``'s."""
+    sd, meta = read_state_dict(path)
+    record = model_record(sd, meta) or {}
+    return record["num_classes"] if isinstance(record.get("num_classes"), int) else num_classes_of(sd)
