@@ -22,8 +22,7 @@ from sknet.analysis import (
 )
 from sknet.analysis.report import fmt_num
 from sknet.cli import main
-from sknet.data import read_idx
-from sknet.data import ScaledFashionMNIST
+from sknet.data import ScaledFashionMNIST, read_idx
 
 
 def _lively(model):

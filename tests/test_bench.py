@@ -162,3 +162,14 @@ def test_bad_options_say_what_is_wrong(argv, match, capsys):
         code = e.code
     assert code == 2
     assert match in capsys.readouterr().err
+
+
+def test_the_profiler_does_not_flood_the_terminal(tmp_path):
+    """The CPU memory pass runs the PyTorch profiler, whose C++ side logs every start and stop to
+    stderr ("USDT: ... profiler_start"); the command shows only its own lines."""
+    argv = ["bench", "sknet_mini", "--reference", "resnext_mini", "--input-size", "28", "--batch-size", "2"]
+    argv += ["--rounds", "1", "--warmup", "0", "--modes", "inference", "--system-malloc"]
+    proc = subprocess.run([sys.executable, "-m", "sknet", *argv], capture_output=True, text=True, check=True)
+    assert "profiler_start" not in proc.stderr and ".cpp:" not in proc.stderr
+    assert "[inference] round 1/1" in proc.stderr and "sknet_mini" in proc.stdout
+    assert "peak MB" in proc.stdout  # the memory pass did run

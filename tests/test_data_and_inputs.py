@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from sknet import cli
-from sknet.training.checkpoint import load_checkpoint
 from sknet.data import DATASETS, build_dataset, collate_skip, open_image
 from sknet.training import resolve_config, train
+from sknet.training.checkpoint import load_checkpoint
 
 TINY = dict(
     model="sknet_mini", dataset="fake", image_size=16, train_limit=32, val_limit=16, batch_size=16, epochs=1,
@@ -140,6 +140,18 @@ def test_missing_fashion_mnist_says_how_to_install(tmp_path, run):
     )
 
 
+def test_an_empty_class_folder_is_named(tmp_path, run):
+    root = image_tree(tmp_path / "data")
+    (root / "val" / "bird").mkdir()
+    (root / "val" / "bird" / "readme.txt").write_text("no images here")
+    untouched_after(
+        run,
+        lambda: train(**dict(TINY, dataset="imagenet", data_dir=str(root), output=str(run), resume=True)),
+        FileNotFoundError,
+        r"^class folder '.*val/bird' holds no images \(looked for \.jpg, .*\); add its images, or remove the folder",
+    )
+
+
 def test_wrong_imagenet_layout_says_what_is_expected(tmp_path, run):
     flat = tmp_path / "flat"
     save(flat / "train" / "img.png", Image.new("RGB", (8, 8)))  # images not in class folders
@@ -261,6 +273,13 @@ def test_predict_prints_top5_with_probabilities(run, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"nope")
     assert cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), str(tmp_path / "broken.png")]) == 2
     assert "broken.png" in capsys.readouterr().err
+    # A bad file among good ones: reported, the others predicted all the same, and the exit status says so.
+    mixed = [str(images[0]), str(tmp_path / "broken.png"), str(images[1])]
+    assert cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), *mixed, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert [r["image"] for r in json.loads(captured.out)] == [mixed[0], mixed[2]]
+    assert json.loads(captured.out) == [outs[0][0], outs[0][1]]
+    assert "broken.png" in captured.err and "1 of 3 image(s) could not be read" in captured.err
 
 
 def test_fast_pad_crop_flip_matches_torchvision():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sknet
-from sknet.deploy import export as sk_export
 from sknet.cli import main
+from sknet.deploy import export as sk_export
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

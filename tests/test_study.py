@@ -6,8 +6,6 @@ import statistics
 
 import pytest
 
-from sknet.complexity import complexity
-from sknet.models import create_model
 from sknet.analysis.study import (
     VARIANTS,
     aggregate,
@@ -20,6 +18,8 @@ from sknet.analysis.study import (
     status,
     write_tables,
 )
+from sknet.complexity import complexity
+from sknet.models import create_model
 
 
 def test_grid_variants_build_and_controls_match_the_sk_cost():

@@ -18,9 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sknet.training import NonFiniteLossError, TrainConfig, resolve_config, train
 from sknet.training.checkpoint import load_checkpoint
-from sknet.training import NonFiniteLossError
-from sknet.training import TrainConfig, resolve_config, train
 from sknet.training.loop import lr_factor, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,3 +299,41 @@ def test_cosine_schedule_with_warmup():
     f = lr_factor(cfg, steps_per_epoch=100)
     assert f(0) == pytest.approx(0.01) and f(99) == pytest.approx(1.0)
     assert f(100) == pytest.approx(1.0) and f(550) == pytest.approx(0.5) and f(1000) == pytest.approx(0.0)
+
+
+def test_a_full_disk_while_checkpointing_is_a_message_and_keeps_the_previous_checkpoint(tmp_path):
+    """A write the file system refuses (here: a file size limit below the checkpoint's size, which
+    fails the same way a full disk does) ends the command with a message naming the file; the
+    previous checkpoint is intact and resumable."""
+    resource = pytest.importorskip("resource")
+    train(**tiny(tmp_path, max_steps=2, epochs=3))
+    ck = tmp_path / "run" / "checkpoint.pt"
+    before = digest(ck)
+
+    def small_files_only():  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+
+    args = [sys.executable, "-m", "sknet", "train", "--output", str(tmp_path / "run"), "--resume", "--max-steps", "3",
+            "--no-progress"]  # fmt: skip
+    proc = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, preexec_fn=small_files_only)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"could not write {str(ck)!r}" in proc.stderr and "previous file is kept" in proc.stderr
+    assert digest(ck) == before and not list(ck.parent.glob(".*.tmp"))
+    assert train(**tiny(tmp_path, max_steps=3, epochs=3, resume=True))["steps"] == 3
+
+
+def test_throughput_counts_a_partial_last_epoch(tmp_path, capsys):
+    """A run stopped by max_steps inside its first epoch reports the throughput of the steps it took."""
+    from sknet import cli
+
+    result = train(**tiny(tmp_path, max_steps=3))  # 4 steps per epoch
+    totals = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["run"]["totals"]
+    assert result["epochs"] == 0 and totals["images"] == 3 * 16
+    assert result["train_time_s"] == pytest.approx(totals["seconds"])
+    assert result["img_per_s"] == pytest.approx(totals["images"] / totals["seconds"])
+    args = ["train", "--output", str(tmp_path / "cli"), "--no-progress", "--max-steps", "2", *as_flags(tiny(tmp_path))]
+    assert cli.main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("training throughput"))
+    assert float(line.split("|")[1].split()[0]) > 0

@@ -66,11 +66,23 @@ def test_checkpoint_of_another_model_names_the_mismatch(tmp_path):
         sknet.create_model("sknet50", weights=str(named))
 
 
-def test_loading_never_unpickles_code(tmp_path):
+def test_loading_never_unpickles_code(tmp_path, capsys):
+    """A file with pickled objects is refused with a message that says so and how to convert a
+    trusted one, never PyTorch's advice to load it with weights_only=False."""
+    from sknet.cli import main
+
     path = tmp_path / "evil.pth"
     torch.save({"model": sknet.create_model("sknet26").state_dict(), "extra": object()}, path)
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(ValueError, match="weights_only") as err:
         sknet.create_model("sknet26", weights=str(path))
+    for message in (str(err.value), ""):
+        if not message:  # the same through the command line, without a traceback
+            assert main(["export", "--model", "sknet26", "--weights", str(path), "-o", str(tmp_path / "x.pt2")]) == 2
+            message = capsys.readouterr().err
+        assert "pickled Python objects" in message and "convert it once" in message
+        assert "weights_only=False" not in message and "Re-running" not in message
+        assert "Traceback" not in message
+    assert not (tmp_path / "x.pt2").exists()
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -187,7 +188,7 @@ def _cpu_peak_alloc_bytes(fn) -> int:
     """Peak of the bytes allocated during ``fn()`` and still live, from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_profiler_chatter(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
@@ -211,6 +212,31 @@ def _cpu_peak_alloc_bytes(fn) -> int:
             if live[addr] == 0:
                 del live[addr]
     return peak
+
+
+# What the profiler's C++ side (Kineto) writes to stderr on every start and stop, e.g.
+# "USDT:2026-12-01 14:17:25 9063:9063 SyncActivityProfilerHandler.cpp:39] profiler_start".
+_KINETO_LINE = re.compile(r"^[A-Z]+:\d{4}-\d\d-\d\d \S+ \d+:\d+ \S+\.cpp:\d+\] ")
+
+
+@contextlib.contextmanager
+def _without_profiler_chatter():
+    """Drop the profiler's own log lines from the process's stderr (file descriptor 2, which the C++
+    side writes to); anything else written meanwhile is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _KINETO_LINE.match(line)]  # fmt: skip
+            sys.stderr.write("".join(kept))
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, glibc's <malloc.h>
