@@ -2,13 +2,16 @@
 
 import json
 import platform
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from sknet import bench
 from sknet.bench import BenchConfig, _cpu_peak_alloc_bytes, build_model, median_ms, run_bench
 from sknet.cli import main
 from sknet.layers import SKConv
@@ -41,7 +44,7 @@ def test_report_has_every_model_and_mode_with_ratios_to_the_reference():
     }  # a fused model is not trained
     for r in report["results"]:
         ref = rows[("resnext_mini", r["mode"])]
-        assert len(r["img_per_s_rounds"]) == 2 and r["img_per_s"] > 0
+        assert len(r["img_per_s_rounds"]) == 2 and r["img_per_s"] == statistics.median(r["img_per_s_rounds"])
         assert r["ratio"] == pytest.approx(r["img_per_s"] / ref["img_per_s"])
         per_round = sorted(x / y for x, y in zip(r["img_per_s_rounds"], ref["img_per_s_rounds"]))
         assert len(per_round) == len(ref["img_per_s_rounds"]) > 0
@@ -49,14 +52,65 @@ def test_report_has_every_model_and_mode_with_ratios_to_the_reference():
         assert r["mem_ratio"] == pytest.approx(r["peak_mem_mb"] / ref["peak_mem_mb"])
     assert report["environment"]["torch"] == torch.__version__
     assert report["environment"]["malloc"] == "as is"
-    if sys.platform.startswith("linux"):
-        assert all(r["minor_faults_per_step"] >= 0 for r in report["results"])
+    if sys.platform.startswith("linux"):  # getrusage is there: the faults are measured (their value: below)
+        assert all(isinstance(r["minor_faults_per_step"], float) for r in report["results"])
 
 
-def test_median_ms_runs_warmup_then_rounds_and_takes_the_median():
-    calls = []
-    ms = median_ms(lambda: calls.append(1), torch.device("cpu"), rounds=5, warmup=2)
-    assert len(calls) == 7 and ms >= 0
+class FakeClock:
+    """``time`` for sknet.bench, with a ``perf_counter`` that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_median_ms_runs_warmup_then_rounds_and_takes_the_median(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(bench, "time", clock)
+    durations = iter([60.0, 60.0, 0.004, 0.001, 0.009, 0.002, 0.003])  # s: 2 warm-up calls, then 5 rounds
+
+    def fn():
+        clock.now += next(durations)
+
+    ms = median_ms(fn, torch.device("cpu"), rounds=5, warmup=2)
+    assert next(durations, None) is None  # 7 calls, the last one timed (a call more would raise)
+    assert ms == pytest.approx(3.0)  # the median round, in ms; the warm-up calls are not timed
+
+
+def test_throughput_and_faults_are_per_image_and_per_step_of_the_timed_steps(monkeypatch):
+    """On a clock and a page-fault counter that move only inside a model's step (per reference step:
+    0.1 s and 7 faults; per SK step: 0.25 s and 3 faults), the report's figures are exact: images
+    (each mode's own batch) per second over the timed steps, faults per step, and the ratios."""
+    clock, faults = FakeClock(), [0]
+    cost = {"resnext_mini": (0.1, 7), "sknet_mini": (0.25, 3)}
+    step = bench.Runner.step
+
+    def costly_step(self):
+        step(self)
+        seconds, n = cost[self.spec]
+        clock.now += seconds
+        faults[0] += n
+
+    monkeypatch.setattr(bench, "time", clock)
+    monkeypatch.setattr(bench.Runner, "step", costly_step)
+    monkeypatch.setattr(bench, "_minor_faults", lambda: faults[0])
+    cfg = _cfg(models=("sknet_mini",), batch_size=4, train_batch_size=2, iters=3, rounds=3, memory=False)
+    report = run_bench(cfg, log=lambda s: None)
+    rows = {(r["model"], r["mode"]): r for r in report["results"]}
+    assert len(rows) == 4
+    for (model, mode), r in rows.items():
+        (seconds, n), batch = cost[model], 4 if mode == "inference" else 2
+        assert r["batch_size"] == batch
+        assert r["img_per_s_rounds"] == pytest.approx([batch / seconds] * 3)
+        assert r["img_per_s"] == pytest.approx(batch / seconds)
+        assert r["minor_faults_per_step"] == pytest.approx(n)
+        if model == "sknet_mini":
+            assert r["ratio"] == pytest.approx(0.4) and r["paired_ratio"] == pytest.approx(0.4)
 
 
 def test_cpu_peak_memory_counts_live_allocations_only():

@@ -402,10 +402,26 @@ def test_fuse_is_one_plain_function():
 
 
 def test_fast_training_step_under_bf16_autocast_matches_reference():
-    """The GPU benchmark trains under bf16 autocast: the lean step must accept mixed dtypes and be
-    as accurate as the reference under autocast (both against fp32 gradients; bf16 alone is ~5% off)."""
+    """The GPU benchmark trains under bf16 autocast: the fast path must accept mixed dtypes and its
+    parameter gradients be as accurate as the reference's under autocast, both against fp32
+    gradients: per tensor, relative in norm, at most 1.5x the reference's error + two bf16
+    roundings (2 * 2^-8).
+
+    Measured on this setup, seeds 0-99: the reference's own error is 0.2-54 % (bf16 convolutions;
+    a small gradient that is a sum of signed terms has a large relative error), the fast path's
+    stays within the bound on all 100 seeds, using at most 86 % of its slack (67 % on seeds 0-19).
+    The former bound, 2x + 1e-2, let 11 % through where the reference made 5 %."""
+    bf16_rounding = 2**-8
     sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
-    x = torch.randn(16, 16, 9, 9)
+    with torch.no_grad():
+        # No z at the ReLU's kink: there a rounding decides whether a sample's gradient reaches
+        # fc_reduce and the BN shift at all, in either path at random (measured without the shift:
+        # a 4-30 % error in one path or both on 7 of 20 seeds).
+        sk.attn.bn.bias.fill_(3.0)
+    # Per-image channel offsets (see test_autocast: i.i.d. noise leaves the attention's BN
+    # dividing rounding by a tiny batch spread), and a fixed random backward direction.
+    x = torch.randn(16, 16, 9, 9) + 3 * torch.randn(16, 16, 1, 1)
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     grads = {}
     for impl, autocast in (("reference", False), ("reference", True), ("fast", True)):
         m = copy.deepcopy(sk)
@@ -413,13 +429,13 @@ def test_fast_training_step_under_bf16_autocast_matches_reference():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = m(x)
         assert out.dtype == (torch.bfloat16 if autocast else torch.float32)
-        out.float().square().mean().backward()
+        out.float().backward(direction)
         grads[impl, autocast] = {n: p.grad for n, p in m.named_parameters()}
     exact = grads["reference", False]
     for n, g in exact.items():
         err_ref = ((grads["reference", True][n] - g).norm() / g.norm()).item()
         err_fast = ((grads["fast", True][n] - g).norm() / g.norm()).item()
-        assert err_fast <= 2 * err_ref + 1e-2, (n, err_fast, err_ref)
+        assert err_fast <= 1.5 * err_ref + 2 * bf16_rounding, (n, err_fast, err_ref)
 
 
 @pytest.mark.slow

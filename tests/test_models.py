@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sknet
-from sknet.layers import SKAttention, SKConv
+from sknet.layers import SKAttention, SKConv, SqueezeExcite
 from sknet.models import get_model_entry
 
 
@@ -105,6 +105,63 @@ def test_depthwise_sk_in_shufflenet():
     one = sknet.complexity(sknet.create_model("shufflenetv2_x1_0_sk", branches=[(3, 1, None)]))
     base = sknet.complexity(sknet.create_model("shufflenetv2_x1_0"))
     assert (one.params, one.macs) == (base.params, base.macs)
+
+
+def _init_groups(model: torch.nn.Module) -> dict[str, list[tuple[torch.Tensor, float]]]:
+    """Every weight the released networks draw at random, by group, with the std it is drawn with."""
+    groups: dict[str, list[tuple[torch.Tensor, float]]] = {}
+    drawn_elsewhere = set()
+    for m in model.modules():
+        if isinstance(m, SKAttention):
+            groups.setdefault("attention fc_reduce", []).append((m.fc_reduce.weight, 0.01))
+            groups.setdefault("attention fc_select", []).append((m.fc_select.weight, 0.01))
+            drawn_elsewhere |= {m.fc_reduce, m.fc_select}
+        elif isinstance(m, SqueezeExcite):
+            groups.setdefault("SE fc1", []).append((m.fc1.weight, 0.01))
+            groups.setdefault("SE fc2", []).append((m.fc2.weight, 0.01))
+            drawn_elsewhere |= {m.fc1, m.fc2}
+    for m in model.modules():
+        if m in drawn_elsewhere:
+            continue
+        if isinstance(m, torch.nn.Conv2d):  # "msra": He normal over the fan-in
+            fan_in = m.weight[0].numel()  # in_channels / groups * kh * kw
+            groups.setdefault("conv", []).append((m.weight, (2 / fan_in) ** 0.5))
+        elif isinstance(m, torch.nn.Linear):
+            groups.setdefault("classifier", []).append((m.weight, 0.01))
+    return groups
+
+
+@pytest.mark.parametrize("name", ["sknet50", "senet50"])
+def test_every_parameter_is_initialised_as_in_the_released_networks(name):
+    """Each group's weights, divided by the std they should be drawn with, are standard normal:
+    pooled over the network (a std wrong by a few percent shows) and tensor by tensor (within 6
+    standard errors of a std estimate, 6 / sqrt(2n)). Biases are 0, BN scales 1 and shifts 0, and
+    no parameter is left out."""
+    model = sknet.create_model(name)
+    groups = _init_groups(model)
+    assert set(groups) == (
+        {"conv", "classifier", "attention fc_reduce", "attention fc_select"}
+        if name == "sknet50" else {"conv", "classifier", "SE fc1", "SE fc2"}
+    )  # fmt: skip
+    for group, weights in groups.items():
+        for w, std in weights:
+            n = w.numel()
+            assert abs(w.std().item() / std - 1) < 6 / (2 * n) ** 0.5, (group, tuple(w.shape), w.std().item(), std)
+            assert abs(w.mean().item()) < 6 * std / n**0.5, (group, tuple(w.shape))
+        z = torch.cat([(w / std).flatten() for w, std in weights])
+        assert z.std().item() == pytest.approx(1, abs=0.01), group
+        assert (z.abs() < 1).float().mean().item() == pytest.approx(0.6827, abs=0.01), group  # normal, not uniform
+    covered = {id(w) for weights in groups.values() for w, _ in weights}
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in bns) == (name == "sknet50")  # the attention's
+    for m in bns:
+        assert (m.weight == 1).all() and (m.bias == 0).all()
+        covered |= {id(m.weight), id(m.bias)}
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+            assert (m.bias == 0).all()
+            covered.add(id(m.bias))
+    assert not [n for n, p in model.named_parameters() if id(p) not in covered]
 
 
 def test_initialisation_follows_the_released_networks():

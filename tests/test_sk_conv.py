@@ -1,5 +1,7 @@
 """SKConv against its definition (SPEC 1)."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -86,12 +88,22 @@ def test_branch_geometry_keeps_size_and_uses_dilation():
     assert sk(torch.randn(1, 32, 15, 15)).shape == (1, 32, 15, 15)
 
 
-def test_batch_of_one_trains():
-    sk = SKConv(16, 16, [(3, 1, 4), (3, 2, 4)]).train()
-    out = sk(torch.randn(1, 16, 8, 8))
+@pytest.mark.parametrize("impl", ["fast", "reference"])  # fast: the attention runs inside _LeanSelect
+def test_batch_of_one_trains(impl):
+    """A batch of one normalises the attention's z with the running statistics and leaves them as
+    they were (a single pooled vector has no batch variance), in both implementations."""
+    sk = randomize_bn(SKConv(16, 16, [(3, 1, 4), (3, 2, 4)], impl=impl)).train()
+    expected = copy.deepcopy(sk)
+    expected.attn.bn.eval()  # the same step with the running statistics asked for explicitly
+    before = {k: v.clone() for k, v in sk.attn.bn.state_dict().items()}
+    x = torch.randn(1, 16, 8, 8)
+    out = sk(x)
     out.sum().backward()
     assert all(p.grad is not None for p in sk.parameters())
     assert sk.attn.bn.num_batches_tracked.item() == 0  # no update from a single pooled vector
+    changed = [k for k, v in sk.attn.bn.state_dict().items() if not torch.equal(v, before[k])]
+    assert not changed, f"the attention BN's {changed} changed on a batch of one"
+    torch.testing.assert_close(out, expected(x))
 
 
 @pytest.mark.parametrize(
