@@ -28,8 +28,6 @@ class ModelEntry:
     input_size: tuple[int, int, int]
     num_classes: int
     doc: str = ""
-    paper_params_m: float | None = None  # SPEC Table 1, millions
-    paper_gmacs: float | None = None  # SPEC Table 1, multiply-adds at input_size
     overrides: tuple[str, ...] = field(default=())  # keyword arguments create_model accepts
 
 
@@ -45,8 +43,6 @@ def register_model(
     doc: str = "",
     input_size: tuple[int, int, int] = (3, 224, 224),
     num_classes: int = 1000,
-    paper_params_m: float | None = None,
-    paper_gmacs: float | None = None,
     tunable: Sequence[str] = (),
 ) -> ModelEntry:
     """Add ``name`` to the registry: ``create_model(name)`` calls ``builder(**args, num_classes=...)``.
@@ -55,12 +51,10 @@ def register_model(
         name: The model's name.
         builder: Takes keyword arguments, including ``num_classes``, and returns the model.
         args: The numbers of this model (structural arguments of ``builder``).
-        family: ``"imagenet"``, ``"cifar"``, ``"mini"``, ``"light"``, ...: sets the defaults shown by ``sknet models``.
+        family: ``"imagenet"``, ``"cifar"``, ``"mini"``, ``"light"``, ... (shown by ``sknet models``).
         doc: One line on what the model is.
         input_size: ``(C, H, W)`` the model is made for (complexity figures, exports).
         num_classes: Default classifier size.
-        paper_params_m: The paper's parameter count (millions), where it gives one.
-        paper_gmacs: The paper's multiply-adds (GFLOPs in the paper) at ``input_size``.
         tunable: Arguments in ``args`` a user may still override (e.g. the mini models' ``layers``).
     """
     if name in _REGISTRY:
@@ -72,9 +66,7 @@ def register_model(
         raise ValueError(f"model {name!r}: {builder.__name__} takes no argument(s) {unknown}")
     with_default = {p for p, v in params.items() if v.default is not inspect.Parameter.empty}
     overrides = tuple(p for p in params if p in with_default or p in tunable)
-    entry = ModelEntry(
-        name, builder, args, family, tuple(input_size), num_classes, doc, paper_params_m, paper_gmacs, overrides
-    )
+    entry = ModelEntry(name, builder, args, family, tuple(input_size), num_classes, doc, overrides)
     _REGISTRY[name] = entry
     return entry
 

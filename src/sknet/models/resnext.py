@@ -286,7 +286,7 @@ def sknet(
 IMAGENET = dict(
     groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64, first_stride=1
 )
-WIDE_OUT = (272, 544, 1088, 2176)  # stage outputs x 17/16, see docs/architecture.md
+WIDE = dict(groups=34, out_channels=(272, 544, 1088, 2176))  # every stage 17/16 wider, see docs/architecture.md
 
 register_model(
     "resnext26_32x4d",
@@ -300,8 +300,6 @@ register_model(
     resnext,
     dict(IMAGENET, layers=(3, 4, 6, 3)),
     doc="ResNeXt-50 (32x4d), the paper's baseline (Table 1).",
-    paper_params_m=25.0,
-    paper_gmacs=4.24,
     family="imagenet",
 )
 register_model(
@@ -335,8 +333,8 @@ register_model(
 register_model(
     "resnext50_wide",
     resnext,
-    dict(IMAGENET, layers=(3, 4, 6, 3), out_channels=WIDE_OUT),
-    doc="Table 3 control, wider: stage outputs 272/544/1088/2176 (x17/16), bottlenecks 32x4d.",
+    dict(IMAGENET, layers=(3, 4, 6, 3), **WIDE),
+    doc="Table 3 control, wider: every stage 17/16 wider, bottlenecks 34x4d (136...1088), outputs 272...2176.",
     family="imagenet",
 )
 register_model(
@@ -351,8 +349,6 @@ register_model(
     senet,
     dict(IMAGENET, layers=(3, 4, 6, 3)),
     doc="SENet-50: ResNeXt-50 (32x4d) with SE (r=16) on every unit (Table 1).",
-    paper_params_m=27.7,
-    paper_gmacs=4.25,
     family="imagenet",
 )
 register_model(
@@ -374,8 +370,6 @@ register_model(
     sknet,
     dict(IMAGENET, layers=(3, 4, 6, 3)),
     doc="SKNet-50 (Table 1): units {3, 4, 6, 3}, SK[M=2, G=32, r=16], L=32.",
-    paper_params_m=27.5,
-    paper_gmacs=4.47,
     family="imagenet",
 )
 register_model(
@@ -418,6 +412,13 @@ register_model(
     senet,
     dict(CIFAR, groups=16, width_per_group=32),
     doc="SENet-29: ResNeXt-29 (16x32d) with SE (r=16) on every unit (our choice of r).",
+    **_CIFAR,
+)
+register_model(
+    "senet29_8x64d",
+    senet,
+    dict(CIFAR, groups=8, width_per_group=64),
+    doc="SENet-29 on the 8x64d base: the construction the paper's 35.0M fits (docs/architecture.md).",
     **_CIFAR,
 )
 register_model(
