@@ -91,6 +91,34 @@ def test_fast_path_matches_reference_outputs_and_gradients(name, stride, trainin
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_split_input_branches_see_their_own_channels_and_fast_matches_reference(stride, training):
+    """timm's split-input SK: branch m convolves only the m-th slice of the input channels; the fast
+    path (lean training step included) gives the reference's outputs and gradients."""
+    sk = randomize_bn(SKConv(16, 24, [(3, 1, 1), (3, 2, 2)], stride=stride, min_dim=8, split_input=True))
+    sk.train(training)
+    assert [p.conv.in_channels for p in sk.paths] == [8, 8]
+    x = torch.randn(16, 16, 9, 9)
+    with torch.no_grad(), sk_impl(sk, "reference"):
+        feats = [path(x[:, 8 * m : 8 * (m + 1)]) for m, path in enumerate(copy.deepcopy(sk).paths)]
+        a = copy.deepcopy(sk).attn(sum(feats))
+        torch.testing.assert_close(copy.deepcopy(sk)(x), sum(a[:, m, :, None, None] * f for m, f in enumerate(feats)))
+    ref_out, ref_gx, ref_grads, ref_stats = _run(sk, x, "reference")
+    _, exact_gx, exact_grads, _ = _run(sk, x, "reference", torch.float64)
+    out, gx, grads, stats = _run(sk, x, "fast")
+    assert_close_rel(out, ref_out)
+    assert_as_accurate(gx, ref_gx, exact_gx)
+    for n in grads:
+        assert_as_accurate(grads[n], ref_grads[n], exact_grads[n])
+    for n in stats:
+        torch.testing.assert_close(stats[n], ref_stats[n], rtol=RTOL, atol=1e-7)
+    if training:
+        assert sk._lean_training_applies(x)
+    with pytest.raises(ValueError, match="divide evenly"):
+        SKConv(15, 24, [(3, 1, 1), (3, 2, 1)], split_input=True)
+
+
 @pytest.mark.parametrize("lean", [True, False])
 def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean):
     """The memory-lean two-branch training step (custom autograd) against plain autograd on the

@@ -44,6 +44,24 @@ def test_timm_skresnext50_gives_the_same_logits(tmp_path, wrapped):
     assert (_logits(ours, x) - ref_out).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["skresnet18", "skresnet34"])
+def test_timm_skresnet_gives_the_same_logits(tmp_path, name):
+    """timm's basic-block SK-ResNets (split-input SK, r=8, L=16) load into ours with the same logits."""
+    timm = pytest.importorskip("timm")
+    ref = randomize_bn(timm.create_model(name, pretrained=False)).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():  # logits of order 10, so that the tolerance means something
+        ref.fc.weight.mul_(10 / ref(x).abs().max())
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    ours = sknet.create_model(name, weights=str(tmp_path / "timm.pth"))
+    sks = [m for m in ours.modules() if isinstance(m, sknet.SKConv)]
+    assert sks and all(m.split_input and m.impl == "fast" for m in sks)  # timm's SK, on our fast path
+    ref_out = _logits(ref, x)
+    assert ref_out.abs().max() > 5
+    assert (_logits(ours, x) - ref_out).abs().max() <= 1e-4
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
 def test_own_weights_round_trip(tmp_path):
     a = randomize_bn(sknet.create_model("sknet26", num_classes=10))
     path = tmp_path / "w.safetensors"

@@ -30,16 +30,7 @@ import torch
 from torch import nn
 
 from ..layers import SKConv
-from ..models.resnext import ResNeXt
-from ..models.shufflenetv2 import ShuffleNetV2
-
-# Modules run before the first stage, in forward order (named_children order differs:
-# ResNeXt registers its max pool before bn1, so torchvision's IntermediateLayerGetter
-# would run them out of order; we list them instead).
-_STEM = {
-    ResNeXt: ("conv1", "bn1", "act1", "maxpool"),
-    ShuffleNetV2: ("conv1", "maxpool"),
-}
+from ..models.backbone import Backbone
 
 
 class FeatureExtractor(nn.Module):
@@ -57,7 +48,10 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        stem = next((names for cls, names in _STEM.items() if isinstance(model, cls)), None)
+        # The model's stem_modules run before the first stage, in forward order (named_children order
+        # differs: ResNeXt registers its max pool before bn1, so torchvision's IntermediateLayerGetter
+        # would run them out of order).
+        stem = model.stem_modules if isinstance(model, Backbone) else None
         info = getattr(model, "feature_info", None)
         if stem is None or not info:
             raise ValueError(

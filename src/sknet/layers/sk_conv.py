@@ -207,6 +207,8 @@ class SKConv(nn.Module):
         select: ``"attention"`` (SK) or ``"sum"``.
         act: ReLU at the end of every branch (the paper's branches have it; the
             lightweight models turn it off to keep ShuffleNetV2's linear depthwise step).
+        split_input: Give each branch its own ``C' / M`` slice of the input channels instead of
+            all of them (timm's SK-ResNets; not the paper's SK, whose branches all see ``X``).
         impl: How to compute it, never what: ``"fast"`` (default), ``"reference"``, or the
             fast path with parts switched off (:func:`parse_sk_impl`). The settings are
             plain attributes (``impl``, ``lean_training``, ``fold_eval_bn``,
@@ -223,6 +225,7 @@ class SKConv(nn.Module):
         min_dim: int = 32,
         select: str = "attention",
         act: bool = True,
+        split_input: bool = False,
         impl: str = "fast",
     ) -> None:
         super().__init__()
@@ -231,6 +234,13 @@ class SKConv(nn.Module):
         self.branches = parse_branches(branches)
         self.select = select
         self.out_channels = out_channels
+        self.split_input = split_input
+        if split_input:
+            if in_channels % len(self.branches):
+                raise ValueError(
+                    f"split_input: in_channels={in_channels} must divide evenly over {len(self.branches)} branches"
+                )
+            in_channels //= len(self.branches)
         paths = []
         for br in self.branches:
             groups = out_channels if br.groups is None else br.groups
@@ -269,7 +279,7 @@ class SKConv(nn.Module):
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's equations as written (Eq. 1-6); the fast path is tested against this."""
-        feats = [path(x) for path in self.paths]  # M x (B, C, H, W)
+        feats = [path(xm) for path, xm in zip(self.paths, self._inputs(x))]  # M x (B, C, H, W)
         if len(feats) == 1:
             return feats[0]
         u = sum(feats[1:], feats[0])  # (B, C, H, W)
@@ -283,11 +293,12 @@ class SKConv(nn.Module):
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         """Same result as :meth:`forward_reference` with fewer passes over memory (module docstring)."""
+        inputs = self._inputs(x)
         if self._lean_training_applies(x):
-            convs = [self._conv(path.conv, x) for path in self.paths]  # 2 x (B, C, H, W), before BN
+            convs = [self._conv(path.conv, xm) for path, xm in zip(self.paths, inputs)]  # 2 x (B, C, H, W), pre-BN
             bn_params = [t for path in self.paths for t in (path.bn.weight, path.bn.bias)]
             return _LeanSelect.apply(self, *convs, *bn_params, *self.attn.parameters())
-        feats = [self._branch(path, x) for path in self.paths]  # M x (B, C, H, W)
+        feats = [self._branch(path, xm) for path, xm in zip(self.paths, inputs)]  # M x (B, C, H, W)
         if len(feats) == 1:
             return feats[0]
         if self.attn is None:
@@ -316,6 +327,12 @@ class SKConv(nn.Module):
         for m in range(1, len(feats)):
             out.addcmul_(feats[m], a[:, m])
         return out  # (B, C, H, W)
+
+    def _inputs(self, x: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:
+        """Each branch's input: ``X`` itself, or its ``C' / M`` channel slice with ``split_input``."""
+        if self.split_input:
+            return torch.split(x, x.shape[1] // len(self.paths), dim=1)  # M x (B, C'/M, H, W)
+        return [x] * len(self.paths)
 
     def _lean_training_applies(self, x: torch.Tensor) -> bool:
         """The memory-lean two-branch training step (:class:`_LeanSelect`) covers: training with
@@ -389,7 +406,8 @@ class SKConv(nn.Module):
         return ",".join([self.impl, *off]) if self.impl == "fast" else self.impl
 
     def extra_repr(self) -> str:
-        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}, impl={self.impl_spec!r}"
+        split = ", split_input=True" if self.split_input else ""
+        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}{split}, impl={self.impl_spec!r}"
 
 
 class _Subsample(torch.autograd.Function):

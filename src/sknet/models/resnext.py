@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBnAct, SKConv, SqueezeExcite
+from .backbone import Backbone
 from .init import init_weights
 from .registry import register_model
 
@@ -84,8 +85,50 @@ class Bottleneck(nn.Module):
         out += self.downsample(x)  # in place, as torchvision does: one tensor and one pass fewer (docs/performance.md)
         return self.act3(out)
 
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
 
-class ResNeXt(nn.Module):
+
+class BasicBlock(nn.Module):
+    """``3x3 stage (stride s) -> 3x3 conv + BN`` plus shortcut, then ReLU: ResNet-18/34's unit.
+
+    Module names follow timm's ``SelectiveKernelBasic`` (``conv1`` the injected stage, ``conv2``
+    a :class:`ConvBnAct` without activation), so timm's SK-ResNet weights load as they are.
+    Same signature as :class:`Bottleneck` (``width`` is the first conv's output).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int,
+        mid_layer: MidLayer,
+        se_reduction: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv1 = mid_layer(in_channels, width, stride)
+        self.conv2 = ConvBnAct(width, out_channels, 3, act=False)
+        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        else:
+            self.downsample = nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se(self.conv2(self.conv1(x)))
+        out += self.downsample(x)
+        return self.act(out)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.bn.weight)
+
+
+class ResNeXt(Backbone):
     """ResNeXt-style bottleneck network with an injected 3x3 stage.
 
     Args:
@@ -102,7 +145,11 @@ class ResNeXt(nn.Module):
         zero_init_last: Zero the last BN scale of each unit (off by default; the
             released networks do not).
         drop_rate: Dropout before the classifier (0 in the paper).
+        block: The unit: :class:`Bottleneck` (the paper's networks) or :class:`BasicBlock`
+            (timm's SK-ResNet-18/34).
     """
+
+    stem_modules = ("conv1", "bn1", "act1", "maxpool")
 
     def __init__(
         self,
@@ -118,6 +165,7 @@ class ResNeXt(nn.Module):
         in_chans: int = 3,
         zero_init_last: bool = False,
         drop_rate: float = 0.0,
+        block: type[nn.Module] = Bottleneck,
     ) -> None:
         super().__init__()
         if not (len(layers) == len(widths) == len(out_channels)):
@@ -141,7 +189,7 @@ class ResNeXt(nn.Module):
             reduction *= stride
             units = []
             for j in range(n):
-                units.append(Bottleneck(in_ch, width, out_ch, stride if j == 0 else 1, mid_layer, se_reduction))
+                units.append(block(in_ch, width, out_ch, stride if j == 0 else 1, mid_layer, se_reduction))
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
@@ -158,20 +206,8 @@ class ResNeXt(nn.Module):
         init_weights(self)
         if zero_init_last:
             for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.zeros_(m.bn3.weight)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(torch.flatten(self.global_pool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+                if isinstance(m, (Bottleneck, BasicBlock)):
+                    m.zero_init_last()
 
 
 # --------------------------------------------------------------------------- builders

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBnAct, SKConv, SqueezeExcite
+from .backbone import Backbone
 from .init import init_weights
 from .registry import register_model
 
@@ -79,7 +80,7 @@ class ShuffleUnit(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(Backbone):
     """ShuffleNetV2 with an injected depthwise step.
 
     Args:
@@ -90,6 +91,9 @@ class ShuffleNetV2(nn.Module):
         num_classes: Classifier outputs.
         in_chans: Input image channels.
     """
+
+    stem_modules = ("conv1", "maxpool")
+    neck_modules = ("conv5",)  # the 1x1 to 1024 before the pooling, not a stage output (feature_info)
 
     def __init__(
         self,
@@ -119,17 +123,6 @@ class ShuffleNetV2(nn.Module):
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(stage_out[-1], num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.conv1(x))
-        x = self.stage4(self.stage3(self.stage2(x)))
-        return self.conv5(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(torch.flatten(self.global_pool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # --------------------------------------------------------------------------- builders

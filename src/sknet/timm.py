@@ -1,0 +1,88 @@
+"""sknet's models in timm: after ``import sknet.timm``, ``timm.create_model("sknet50")`` builds ours.
+
+Importing this module (it needs timm; ``import sknet`` never imports it) registers every model
+of :func:`sknet.list_models` whose name timm does not already have, under the same name, built
+through timm's ``build_model_with_cfg``: ``features_only`` / ``out_indices`` (timm's
+``FeatureGetterNet`` over our ``forward_intermediates``), ``pretrained=True`` with
+``pretrained_cfg_overlay=dict(file=PATH)`` (a local file only: no model has a url or hub id),
+``resolve_data_config`` and the rest are timm's own. Names timm has (``resnext50_32x4d``,
+``skresnet18``, ...) stay timm's models; build ours with :func:`sknet.create_model`.
+
+Each model's ``pretrained_cfg`` (choices in docs/deploy.md):
+
+- ImageNet-size models (224x224): ImageNet mean / std, ``crop_pct`` 0.875 and bilinear resizing,
+  our evaluation protocol (resize to 256 with torchvision's default interpolation, centre crop 224);
+- CIFAR models (32x32): CIFAR-10 mean / std, ``crop_pct`` 1 (evaluated on the whole image);
+- mini models (1x28x28): Fashion-MNIST mean / std, ``crop_pct`` 1.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, model_entrypoint, register_model
+from torch import nn
+
+from .data import NORMALIZATION
+from .models import create_model, get_model_entry, list_models
+from .weights import convert_state_dict
+
+# Per family: the data a model was trained on (mean / std) and how it is evaluated.
+_DATA = {"cifar": ("cifar10", 1.0), "mini": ("fashion-mnist", 1.0)}  # others: ("imagenet", 0.875)
+_FIRST_CONV = {"light": "conv1.conv"}  # ShuffleNetV2's stem is a ConvBnAct; others: "conv1"
+
+
+def pretrained_cfg(name: str) -> dict:
+    """timm's ``pretrained_cfg`` of sknet model ``name`` (no weights: ``url`` empty, no hub id)."""
+    entry = get_model_entry(name)
+    dataset, crop_pct = _DATA.get(entry.family, ("imagenet", 0.875))
+    mean, std = NORMALIZATION[dataset]
+    return dict(
+        url="",
+        num_classes=entry.num_classes,
+        input_size=entry.input_size,
+        interpolation="bilinear",
+        crop_pct=crop_pct,
+        mean=mean,
+        std=std,
+        first_conv=_FIRST_CONV.get(entry.family, "conv1"),
+        classifier="fc",
+        license="mit",  # the code's; no weights are distributed
+        description=entry.doc,
+        paper_name="Selective Kernel Networks",
+        paper_ids="arXiv:1903.06586",
+    )
+
+
+def _filter_state_dict(state_dict: dict, model: nn.Module) -> dict:
+    """timm's ``pretrained_filter_fn``: our files load as they are, timm's SK-ResNeXt and
+    torchvision's ResNeXt files are renamed to our modules (:func:`sknet.weights.convert_state_dict`)."""
+    return convert_state_dict(state_dict, model)
+
+
+def _entrypoint(name: str):
+    def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
+        return build_model_with_cfg(
+            functools.partial(create_model, name),  # takes timm's num_classes / in_chans and the user's kwargs
+            name,
+            pretrained,
+            pretrained_filter_fn=_filter_state_dict,
+            feature_cfg=dict(feature_cls="getter", out_indices=None),  # None: every stage in feature_info
+            **kwargs,
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers a function under its name
+    entrypoint.__doc__ = get_model_entry(name).doc
+    return entrypoint
+
+
+# Importing twice (or reloading) registers nothing twice: names timm knows, ours included, are skipped.
+_new = [n for n in list_models() if not is_model(n)]
+default_cfgs = generate_default_cfgs({n: pretrained_cfg(n) for n in _new})  # read by register_model
+for _name in _new:
+    register_model(_entrypoint(_name))
+
+REGISTERED: tuple[str, ...] = tuple(
+    n for n in list_models() if is_model(n) and model_entrypoint(n).__module__ == __name__
+)
+"""The sknet models timm builds (every name timm did not have before)."""

@@ -1,0 +1,241 @@
+"""timm's own functions on our models after ``import sknet.timm`` (timm is a test extra)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import sknet
+from conftest import randomize_bn
+from test_package import PACKAGE, import_graph
+
+timm = pytest.importorskip("timm")
+import sknet.timm as sktimm  # noqa: E402  (after the skip: needs timm)
+
+INPUT = {"sknet50": (3, 64, 64), "sknet_mini": (1, 28, 28), "shufflenetv2_x0_5_sk": (3, 64, 64)}
+NAMES = ["sknet50", "sknet_mini"]  # the issue's two; ShuffleNetV2 (a stem stage, a neck) where it differs
+
+
+def x_for(name: str, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, *INPUT[name])
+
+
+def test_importing_sknet_does_not_import_timm():
+    code = "import sknet, sys; assert 'timm' not in sys.modules; import sknet.timm; assert 'timm' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    graph = import_graph(PACKAGE)
+    assert not [m for m, edges in graph.items() if "sknet.timm" in edges], "only users import sknet.timm"
+
+
+def test_every_model_is_registered_unless_timm_has_the_name():
+    ours = set(sknet.list_models())
+    taken = {"resnext50_32x4d", "resnext101_32x4d"}  # timm's torchvision-style ResNeXts
+    assert taken <= ours and not taken & set(sktimm.REGISTERED)
+    assert set(sktimm.REGISTERED) == {n for n in ours if timm.models.model_entrypoint(n).__module__ == "sknet.timm"}
+    assert set(sktimm.REGISTERED) >= {"sknet50", "sknet_mini", "sknet29", "shufflenetv2_x1_0_sk", "senet50"}
+    assert set(timm.list_models("sknet*")) >= {"sknet26", "sknet50", "sknet101", "sknet29", "sknet_mini"}
+    for name in ("skresnext50_32x4d", "resnext50_32x4d", *(taken & ours)):
+        assert timm.models.model_entrypoint(name).__module__.startswith("timm.models.")
+    with torch.device("meta"):
+        assert type(timm.create_model("skresnext50_32x4d")) is timm.models.ResNet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # timm warns when a name is registered again
+        importlib.reload(sktimm)
+    assert set(sktimm.REGISTERED) >= {"sknet50", "sknet_mini"}
+
+
+def test_pretrained_cfgs_describe_each_model():
+    for name in sktimm.REGISTERED:
+        entry = sknet.get_model_entry(name)
+        with torch.device("meta"):  # no memory, no initialisation cost
+            model = timm.create_model(name)
+        cfg = model.pretrained_cfg
+        assert cfg["input_size"] == entry.input_size and cfg["num_classes"] == entry.num_classes == model.num_classes
+        assert len(cfg["mean"]) == len(cfg["std"]) == entry.input_size[0]
+        assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == (0.875 if entry.input_size[1] == 224 else 1.0)
+        assert not cfg["url"] and not cfg.get("hf_hub_id") and not cfg.get("file")
+        conv = model.get_submodule(cfg["first_conv"])
+        assert isinstance(conv, torch.nn.Conv2d) and conv.in_channels == entry.input_size[0]
+        fc = model.get_submodule(cfg["classifier"])
+        assert isinstance(fc, torch.nn.Linear) and fc.out_features == entry.num_classes
+    imagenet, cifar, mini = (timm.models.get_pretrained_cfg(n) for n in ("sknet50", "sknet29", "sknet_mini"))
+    assert imagenet.mean == sknet.data.NORMALIZATION["imagenet"][0]
+    assert cifar.std == sknet.data.NORMALIZATION["cifar10"][1]
+    assert (mini.mean, mini.std) == ((0.2860,), (0.3530,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_create_model_with_num_classes(name):
+    model = timm.create_model(name, num_classes=10)
+    ours = sknet.create_model(name, num_classes=10)
+    assert type(model) is type(ours) and model.num_classes == 10
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert model.eval()(x_for(name)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "name, out_indices",
+    [("sknet50", (1, 3)), ("sknet50", (0, 1)), ("sknet_mini", (0, 2)), ("shufflenetv2_x0_5_sk", (0, 2))],
+)
+def test_features_only_is_timms_wrapper_with_our_stages(name, out_indices):
+    from timm.models._features import FeatureGetterNet
+
+    ours = randomize_bn(sknet.create_model(name)).eval()
+    feats = timm.create_model(name, features_only=True, out_indices=out_indices).eval()
+    assert isinstance(feats, FeatureGetterNet)
+    info = [ours.feature_info[i] for i in out_indices]
+    assert feats.feature_info.channels() == [d["num_chs"] for d in info]
+    assert feats.feature_info.reduction() == [d["reduction"] for d in info] == sknet.features(ours, out_indices).strides
+    assert feats.feature_info.module_name() == [d["module"] for d in info]
+    x = x_for(name)
+    c, h, w = INPUT[name]
+    later = [d["module"] for d in ours.feature_info[max(out_indices) + 1 :]]
+    loaded = feats.model.load_state_dict(ours.state_dict(), strict=False)
+    assert not loaded.missing_keys and {k.split(".")[0] for k in loaded.unexpected_keys} == {
+        *later,
+        *ours.neck_modules,
+        "fc",
+    }
+    with torch.no_grad():
+        maps = feats(x)
+        expected = list(sknet.features(ours, out_indices)(x).values())
+    assert [tuple(m.shape) for m in maps] == [
+        (2, ch, math.ceil(h / r), math.ceil(w / r))
+        for ch, r in zip(feats.feature_info.channels(), feats.feature_info.reduction())
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(maps, expected))
+    assert all(len(getattr(feats.model, m)) == 0 for m in later), "stages after the last returned one are pruned"
+    every = timm.create_model(name, features_only=True)  # default: every stage
+    assert every.feature_info.reduction() == [d["reduction"] for d in ours.feature_info]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_pretrained_loads_a_local_file(name, suffix, tmp_path):
+    ours = randomize_bn(sknet.create_model(name))
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pt":  # a training checkpoint holds the state dict under "model"
+        torch.save({"model": ours.state_dict(), "config": {"model": name}}, path)
+    else:
+        sknet.save_weights(ours, path)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert model.pretrained_cfg["file"] == str(path)
+    theirs = model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items())
+    new_head = timm.create_model(name, pretrained=True, num_classes=3, pretrained_cfg_overlay=dict(file=str(path)))
+    assert new_head.fc.out_features == 3 and torch.equal(new_head.conv1.weight, ours.conv1.weight)
+    feats = timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert torch.equal(feats.model.layer1[0].conv2.paths[0].conv.weight, ours.layer1[0].conv2.paths[0].conv.weight)
+    if name == "sknet_mini":  # timm adapts the first conv to other input channels
+        rgb = timm.create_model(name, pretrained=True, in_chans=3, pretrained_cfg_overlay=dict(file=str(path)))
+        assert rgb.conv1.in_channels == 3 and torch.equal(rgb.layer1[0].conv1.weight, ours.layer1[0].conv1.weight)
+
+
+def test_pretrained_without_a_file_never_downloads():
+    with pytest.raises(RuntimeError, match="No pretrained weights exist"):
+        timm.create_model("sknet_mini", pretrained=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_config_and_transform(name):
+    from PIL import Image
+
+    model = timm.create_model(name)
+    cfg = timm.data.resolve_data_config(model=model)
+    size, mean, std = {
+        "sknet50": ((3, 224, 224), *sknet.data.NORMALIZATION["imagenet"]),
+        "sknet_mini": ((1, 28, 28), *sknet.data.NORMALIZATION["fashion-mnist"]),
+    }[name]
+    assert (cfg["input_size"], cfg["mean"], cfg["std"]) == (size, mean, std)
+    assert cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == (0.875 if name == "sknet50" else 1.0)
+    transform = timm.data.create_transform(**cfg)
+    image = Image.new("RGB", (300, 400), (128,) * 3) if size[0] == 3 else Image.new("L", (28, 28), 128)
+    x = transform(image)
+    assert tuple(x.shape) == size
+    assert torch.allclose(x[:, 0, 0], (128 / 255 - torch.tensor(mean)) / torch.tensor(std), atol=1e-5)
+    if name == "sknet50":  # our evaluation protocol: resize the short side to 256, centre crop 224
+        resize = next(t for t in transform.transforms if type(t).__name__ == "Resize")
+        assert resize.size == 256
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_classifier_and_head(name):
+    model = randomize_bn(timm.create_model(name)).eval()
+    x = x_for(name)
+    assert model.get_classifier() is model.fc
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert torch.equal(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+        model.reset_classifier(5)
+        assert model(x).shape == (2, 5) and model.num_classes == 5 and model.pretrained_cfg["num_classes"] != 5
+        model.reset_classifier(0)
+        assert isinstance(model.fc, torch.nn.Identity) and model.num_classes == 0
+        assert model(x).shape == (2, model.num_features)
+    with pytest.raises(ValueError, match="avg"):
+        model.reset_classifier(5, global_pool="max")
+
+
+@pytest.mark.parametrize("name", [*NAMES, "shufflenetv2_x0_5_sk"])
+def test_forward_intermediates(name):
+    model = randomize_bn(timm.create_model(name)).eval()
+    x = x_for(name)
+    info = model.feature_info
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        c, h, w = INPUT[name]
+        assert [tuple(m.shape) for m in maps] == [
+            (2, d["num_chs"], math.ceil(h / d["reduction"]), math.ceil(w / d["reduction"])) for d in info
+        ]
+        assert len(maps) == len(info) == len(model.forward_intermediates(x, intermediates_only=True))
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(last_two, maps[-2:]))
+        early, (first,) = model.forward_intermediates(x, indices=[0], stop_early=True)
+        assert torch.equal(early, maps[0]) and torch.equal(first, maps[0])
+        (last,) = model.forward_intermediates(x, indices=[-1], intermediates_only=True)
+        assert torch.equal(last, maps[-1])
+    with pytest.raises(ValueError, match="stage indices"):
+        model.forward_intermediates(x, indices=[len(info)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_checkpointing_gives_the_same_gradients_and_statistics(name, monkeypatch):
+    import sknet.models.backbone as backbone
+
+    calls = []
+    real = backbone.checkpoint
+    monkeypatch.setattr(backbone, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = timm.create_model(name).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.set_grad_checkpointing()
+    x = torch.randn(2, 3, 32, 32) if name == "sknet50" else x_for(name)  # sknet50: 1x1 maps in layer4, still BN-able
+    plain(x).square().sum().backward()
+    assert not calls
+    ckpt(x).square().sum().backward()
+    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.feature_info), "one checkpoint per unit"
+    for (k, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-6, atol=1e-6 * p.grad.abs().max().item()), k
+    for (k, a), b in zip(plain.named_buffers(), ckpt.buffers()):  # BN statistics moved once, not twice
+        assert torch.equal(a, b), k
+    with torch.no_grad():
+        ckpt(x)
+    ckpt.eval()(x)
+    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.feature_info), "training with grad only"
+
+
+def test_group_matcher_groups_every_parameter():
+    model = timm.create_model("sknet_mini")
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 3 + 1  # stem, one per unit, classifier
+    assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+    shuffle = timm.create_model("shufflenetv2_x0_5_sk")
+    coarse = timm.models.group_parameters(shuffle, shuffle.group_matcher(coarse=True))
+    assert len(coarse) == 1 + 3 + 1  # stem, stages (conv5 joins the last, as timm's head convs do), classifier
