@@ -10,6 +10,7 @@ from .complexity import Complexity, complexity
 from .deploy import FeatureExtractor, export_model, features, fpn_backbone, fuse, fx_leaf_modules, predict
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, load_model, register_model
+from .pretrained import from_pretrained, save_pretrained
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "export_model",
     "features",
     "fpn_backbone",
+    "from_pretrained",
     "fuse",
     "fx_leaf_modules",
     "get_model_entry",
@@ -32,5 +34,6 @@ __all__ = [
     "load_weights",
     "predict",
     "register_model",
+    "save_pretrained",
     "save_weights",
 ]
