@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -145,12 +146,20 @@ def check_model_name(path: str | Path, meta: dict, model_name: str | None) -> No
 
 
 def apply_state_dict(
-    model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, model_name: str | None = None, strict: bool = True
+    model: nn.Module,
+    sd: dict[str, torch.Tensor],
+    path: str | Path,
+    model_name: str | None = None,
+    strict: bool = True,
+    allow_missing: Collection[str] = (),
 ) -> nn.Module:
-    """Load a state dict read from ``path`` into ``model`` (``path`` only names the file in errors)."""
+    """Load a state dict read from ``path`` into ``model`` (``path`` only names the file in errors).
+
+    ``allow_missing``: keys of ``model`` the file need not provide; they keep their values.
+    """
     sd = convert_state_dict(sd, model)
     target = model.state_dict()
-    missing = [k for k in target if k not in sd]
+    missing = [k for k in target if k not in sd and k not in allow_missing]
     unexpected = [k for k in sd if k not in target]
     shapes = [
         f"{k}: file {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
@@ -171,8 +180,31 @@ def apply_state_dict(
             + "; ".join(parts)
             + ". Is it a checkpoint of another model, or another num_classes / overrides?"
         )
-    model.load_state_dict(sd, strict=strict)
+    model.load_state_dict(sd, strict=strict and not allow_missing)
     return model
+
+
+def load_pretrained(model: nn.Module, path: str | Path, model_name: str | None = None, head: str = "fc") -> dict:
+    """Start ``model`` from the weights in ``path`` (ours, timm's or torchvision's) for fine-tuning.
+
+    Every tensor is loaded, except the classifier (``head``) when the file's has another number
+    of classes: then ``model``'s freshly initialised classifier is kept. Any other difference is
+    an error that names it, as in :func:`load_weights`.
+
+    Returns:
+        ``loaded`` (number of tensors), ``reinitialised`` (the classifier keys kept fresh, or
+        ``[]``), ``file_classes`` (the file's classifier size, or None if it has none).
+    """
+    sd, meta = read_state_dict(path)
+    check_model_name(path, meta, model_name)
+    file_classes = num_classes_of(sd)
+    sd = convert_state_dict(sd, model)
+    target = model.state_dict()
+    head_keys = [k for k in target if k.startswith(f"{head}.")]
+    reinit = head_keys if any(k not in sd or sd[k].shape != target[k].shape for k in head_keys) else []
+    sd = {k: v for k, v in sd.items() if k not in reinit}
+    apply_state_dict(model, sd, path, model_name=model_name, allow_missing=reinit)
+    return dict(loaded=len(sd), reinitialised=reinit, file_classes=file_classes)
 
 
 # --------------------------------------------------------------------------- records
@@ -199,7 +231,8 @@ def save_weights(
 ) -> Path:
     """Write ``model``'s weights and a metadata record to a .safetensors file, atomically.
 
-    Unset fields default to what ``create_model`` recorded in ``model.pretrained_cfg``.
+    Unset fields default to what ``create_model`` recorded in ``model.pretrained_cfg``; the class
+    count to the classifier's size.
     :func:`sknet.load_model` rebuilds the model from the file alone.
     """
     from safetensors.torch import save_file
@@ -208,11 +241,14 @@ def save_weights(
     model_name = model_name or cfg.get("name")
     if not model_name:
         raise ValueError("save_weights needs model_name= (the model was not built by create_model)")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if num_classes is None:  # the classifier's own size: the model may have been given a new one since
+        num_classes = num_classes_of(tensors) or cfg.get("num_classes")
     meta = {
         "format": "sknet",
         "model_name": model_name,
         "overrides": json.dumps(overrides if overrides is not None else cfg.get("overrides", {})),
-        "num_classes": str(num_classes if num_classes is not None else cfg.get("num_classes")),
+        "num_classes": str(num_classes),
         "input_size": json.dumps(list(input_size or cfg.get("input_size") or ())),
         "mean": json.dumps(list(mean or cfg.get("mean") or ())),
         "std": json.dumps(list(std or cfg.get("std") or ())),
@@ -220,7 +256,6 @@ def save_weights(
         "metrics": json.dumps(metrics or {}),
         "classes": json.dumps(classes or cfg.get("classes") or []),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 

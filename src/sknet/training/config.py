@@ -29,6 +29,11 @@ class TrainConfig:
     download: bool = False  # let torchvision fetch CIFAR / Fashion-MNIST if missing
     train_limit: int | None = None  # use only the first N training images (smoke runs)
     val_limit: int | None = None
+    # fine-tuning: start from weights (ours, timm's or torchvision's for `model`); a classifier of
+    # another class count is replaced by a fresh one
+    weights: str | None = None
+    backbone_lr_factor: float = 1.0  # learning rate of everything but the classifier, relative to its
+    head_only_epochs: int = 0  # the first N epochs train the classifier alone (the rest at learning rate 0)
     # data augmentation (SPEC 3)
     image_size: int | None = None  # crop size; None: the dataset's native size
     crop_scale_min: float = 0.08  # random-size crop area range [min, 1] (photos)
@@ -134,6 +139,8 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     get_model_entry(cfg.model)  # unknown model: lists the valid ones
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError("batch_size and epochs must be positive")
+    if cfg.backbone_lr_factor < 0 or cfg.head_only_epochs < 0:
+        raise ValueError("backbone_lr_factor and head_only_epochs must be >= 0")
     return cfg
 
 

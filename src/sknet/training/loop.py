@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..data import build_dataset, collate_skip, set_epoch
 from ..io import write_csv, write_text
 from ..models import create_model, get_model_entry
 from ..plotting import new_figure, save_figure
-from ..weights import save_weights
+from ..weights import load_pretrained, read_record, save_weights
 from . import distributed as dist
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_KEYS, TrainConfig, resolve_config, same_values
@@ -41,13 +42,19 @@ _log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- pieces
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
     """Weight decay on conv / linear weights only: none on BN parameters and biases (SPEC 1)."""
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in model.parameters() if isinstance(model, nn.Module) else model:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+
+def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters (``fc`` in every model of ours, timm's and torchvision's ResNets)."""
+    fc = getattr(model, "fc", None)
+    return list(fc.parameters()) if isinstance(fc, nn.Module) else []
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
@@ -90,6 +97,9 @@ def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
         options["crop"] = cfg.image_size
     if cfg.pad is not None:
         options["pad"] = cfg.pad
+    record = read_record(cfg.weights) if cfg.weights else None
+    if record and record.get("mean") and record.get("std"):  # normalise as the weights were trained
+        options.update(mean=record["mean"], std=record["std"])
     train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
     val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options)
     info = train_set.info
@@ -119,7 +129,15 @@ def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tup
     overrides = dict(cfg.model_overrides)
     if "in_chans" in entry.overrides and "in_chans" not in overrides and entry.input_size[0] != info.input_size[0]:
         overrides["in_chans"] = info.input_size[0]  # e.g. an RGB model on grayscale data
-    model = create_model(cfg.model, num_classes=info.num_classes, **overrides).to(device)
+    model = create_model(cfg.model, num_classes=info.num_classes, **overrides)
+    if cfg.weights and not cfg.resume:  # a resumed run's checkpoint holds the weights
+        loaded = load_pretrained(model, cfg.weights, model_name=cfg.model)
+        new_head = (
+            f"; classifier re-initialised for {info.num_classes} classes (the file's has {loaded['file_classes']})"
+            if loaded["reinitialised"] else "; every tensor loaded, none skipped"
+        )  # fmt: skip
+        _log.info(f"weights: {loaded['loaded']} tensors loaded from {cfg.weights}{new_head}")
+    model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and world > 1:
@@ -148,12 +166,28 @@ def build_loaders(cfg: TrainConfig, train_set, val_set, rank: int, world: int, d
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device):
-    """SGD with the linearly scaled learning rate, its per-step schedule, and the fp16 scaler."""
+    """SGD with the linearly scaled learning rate, its per-step schedule, and the fp16 scaler.
+
+    The classifier's parameters come first (its learning rate is the one logged); the rest, the
+    backbone, learn at ``backbone_lr_factor`` times that, and not at all for ``head_only_epochs``.
+    """
     lr = cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
-    optimizer = torch.optim.SGD(
-        param_groups(model, cfg.weight_decay), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    head = classifier_parameters(model)
+    backbone = [p for p in model.parameters() if all(p is not h for h in head)]
+    factor = lr_factor(cfg, steps_per_epoch)
+    frozen_steps = cfg.head_only_epochs * steps_per_epoch
+
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step < frozen_steps else cfg.backbone_lr_factor * factor(step)
+
+    groups, factors = [], []
+    for params, f in ((head, factor), (backbone, backbone_factor)):
+        for group in param_groups(params, cfg.weight_decay):
+            if group["params"]:
+                groups.append(group)
+                factors.append(f)
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
     return optimizer, scheduler, scaler
 
@@ -316,6 +350,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dic
     stopped_mid_epoch = False
     try:
         while run.epoch < cfg.epochs and (cfg.max_steps is None or run.step < cfg.max_steps):
+            if run.epoch == cfg.head_only_epochs > 0 and run.batch == 0:
+                # The backbone starts learning: its momentum starts from zero, not from the gradients
+                # it gathered (at learning rate 0) while the classifier trained alone.
+                head = classifier_parameters(plain)
+                for p in plain.parameters():
+                    if all(p is not h for h in head):
+                        optimizer.state.pop(p, None)
             sampler.set_epoch(run.epoch)  # the epoch's shuffle, and its augmentation seeds
             set_epoch(train_set, run.epoch)
             sampler.start = run.batch * train_loader.batch_size  # part-way after a resume
