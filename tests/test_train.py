@@ -164,7 +164,9 @@ def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
                 break
             time.sleep(0.02)
         step_before = load_checkpoint(ck_path)["run"]["step"]
-        time.sleep(rng.uniform(0.2, 1.0))  # a checkpoint is written every step: land anywhere
+        while time.time() < deadline and proc.poll() is None and load_checkpoint(ck_path)["run"]["step"] == step_before:
+            time.sleep(0.02)  # until it has taken a step here (a loaded machine may be slow to)
+        time.sleep(rng.uniform(0.0, 0.5))  # a checkpoint is written every step: land anywhere
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
