@@ -193,7 +193,6 @@ class ResNeXt(Backbone):
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
-        self.num_stages = len(layers)
         self.num_features = in_ch
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()

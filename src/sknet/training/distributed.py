@@ -34,10 +34,6 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
 def all_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a list of numbers over all ranks (float64, so counts stay exact)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
@@ -53,11 +49,6 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def cleanup() -> None:
