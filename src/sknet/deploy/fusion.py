@@ -49,16 +49,20 @@ def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
     return scale, shift
 
 
-def _foldable(bn: nn.Module, kinds: tuple[type, ...] = (nn.BatchNorm2d,)) -> bool:
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _foldable(bn: nn.Module, kinds: tuple[type, ...] = _BATCH_NORMS) -> bool:
     """Exactly a plain BN with running statistics (subclasses such as timm's BatchNormAct2d also
     apply an activation, so they are left alone)."""
     return type(bn) in kinds and bn.running_var is not None
 
 
 @torch.no_grad()
-def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def fold_bn_into_conv(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     """A new conv computing ``bn(conv(x))`` in eval mode (it gains a bias)."""
-    fused = nn.Conv2d(
+    fused = type(conv)(
         conv.in_channels,
         conv.out_channels,
         conv.kernel_size,
@@ -72,7 +76,7 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         dtype=conv.weight.dtype,
     )
     scale, shift = _bn_affine(bn)
-    fused.weight.copy_(conv.weight * scale[:, None, None, None])
+    fused.weight.copy_(conv.weight * scale.view(-1, *[1] * (conv.weight.dim() - 1)))
     fused.bias.copy_(shift if conv.bias is None else conv.bias * scale + shift)
     return fused
 
@@ -105,7 +109,7 @@ def _fuse_attention(attn: SKAttention) -> None:
 def _fuse_sequential(seq: nn.Sequential) -> None:
     for i in range(len(seq) - 1):
         conv, bn = seq[i], seq[i + 1]
-        if type(conv) is nn.Conv2d and _foldable(bn):
+        if type(conv) in _CONVS and _foldable(bn):
             seq[i] = fold_bn_into_conv(conv, bn)
             seq[i + 1] = nn.Identity()
 
@@ -128,7 +132,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in list(model.modules()):
         key = f"{type(module).__module__}.{type(module).__qualname__}"
         if isinstance(module, ConvBnAct):
-            if type(module.conv) is nn.Conv2d and _foldable(module.bn):
+            if type(module.conv) in _CONVS and _foldable(module.bn):
                 module.conv = fold_bn_into_conv(module.conv, module.bn)
                 module.bn = nn.Identity()
         elif isinstance(module, SKAttention):
@@ -137,7 +141,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
             _fuse_sequential(module)
         for conv_name, bn_name in _NAMED_PAIRS.get(key, ()):
             conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if type(conv) is nn.Conv2d and _foldable(bn):
+            if type(conv) in _CONVS and _foldable(bn):
                 setattr(module, conv_name, fold_bn_into_conv(conv, bn))
                 setattr(module, bn_name, nn.Identity())
     return model

@@ -1,8 +1,20 @@
-"""Conv -> BatchNorm -> activation, the building step of every SKNet branch."""
+"""Conv -> BatchNorm -> activation, the building step of every SKNet branch, in 1-D, 2-D or 3-D."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
+
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def check_dims(dims: int) -> int:
+    """The number of spatial dimensions: 1 (signals), 2 (images) or 3 (clips, volumes)."""
+    if dims not in CONVS:
+        raise ValueError(f"dims (spatial dimensions) must be 1, 2 or 3, got {dims!r}")
+    return dims
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -20,11 +32,13 @@ class ConvBnAct(nn.Module):
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
-        kernel_size: Square kernel size (odd).
+        kernel_size: Kernel size along every spatial dimension (odd).
         stride: Convolution stride.
         dilation: Convolution dilation (D).
         groups: Convolution groups (G).
-        act: Apply ReLU after the BatchNorm.
+        act: ReLU after the BatchNorm (True), none (False), or a module factory such as
+            ``functools.partial(nn.ReLU6, inplace=True)``.
+        dims: Spatial dimensions: 1, 2 (the paper's) or 3.
     """
 
     def __init__(
@@ -35,10 +49,11 @@ class ConvBnAct(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         groups: int = 1,
-        act: bool = True,
+        act: bool | Callable[[], nn.Module] = True,
+        dims: int = 2,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = CONVS[check_dims(dims)](
             in_channels,
             out_channels,
             kernel_size,
@@ -48,8 +63,8 @@ class ConvBnAct(nn.Module):
             groups=groups,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+        self.bn = BATCH_NORMS[dims](out_channels)
+        self.act = nn.ReLU(inplace=True) if act is True else nn.Identity() if act is False else act()
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))

@@ -1,9 +1,11 @@
-"""Squeeze-and-Excitation (Hu et al., 2018), the SENet baseline of the paper."""
+"""Squeeze-and-Excitation (Hu et al., 2018), the SENet baseline of the paper, in 1-D, 2-D or 3-D."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .conv_bn_act import CONVS, check_dims
 
 
 class SqueezeExcite(nn.Module):
@@ -16,15 +18,17 @@ class SqueezeExcite(nn.Module):
         reduction: Reduction ratio r (SENet: 16).
         min_dim: Lower bound on the hidden width (only binds on narrow
             lightweight models; our choice, see docs/architecture.md).
+        dims: Spatial dimensions of the input: 1, 2 or 3.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, min_dim: int = 1) -> None:
+    def __init__(self, channels: int, reduction: int = 16, min_dim: int = 1, dims: int = 2) -> None:
         super().__init__()
         hidden = max(channels // reduction, min_dim)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
+        conv = CONVS[check_dims(dims)]
+        self.fc1 = conv(channels, hidden, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.fc2 = conv(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        s = x.mean(tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1, ...)
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))

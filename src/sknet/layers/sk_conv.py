@@ -26,14 +26,16 @@ and passed through ``sknet.create_model(name, sk_impl=...)``. The spec is ``"fas
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv_bn_act import ConvBnAct
+from .conv_bn_act import BATCH_NORMS, ConvBnAct, check_dims
+
+_BATCH_NORMS = tuple(BATCH_NORMS.values())
 
 SELECT_MODES = ("attention", "sum")
 SK_IMPLS = ("reference", "fast")
@@ -80,6 +82,25 @@ def sk_impl(module: nn.Module, spec: str) -> Iterator[nn.Module]:
         for m, old in zip(convs, saved):
             for k, v in old.items():
                 setattr(m, k, v)
+
+
+def gap(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling over every spatial dimension: ``(B, C, ...)`` -> ``(B, C)``."""
+    return x.mean(tuple(range(2, x.dim())))
+
+
+def per_channel(a: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Per-channel weights ``(B, [M,] C)`` shaped to multiply maps of ``ndim`` dimensions ``(B, C, ...)``."""
+    return a[(..., *[None] * (ndim - 2))]
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``x``'s layout: channels_last (2-D), channels_last_3d (3-D) or the contiguous one."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 class Branch(NamedTuple):
@@ -139,8 +160,8 @@ class SKAttention(nn.Module):
     (paper Eq. 1-6). The output is the attention itself, shape ``(B, M, C)``,
     so a forward hook on this module reads it.
 
-    The input is either the fused map ``U`` ``(B, C, H, W)`` or its pooled descriptor
-    ``s`` ``(B, C)`` (the fast path pools the branches without building ``U``).
+    The input is either the fused map ``U`` ``(B, C, H, W)`` (or ``(B, C, L)``, ``(B, C, T, H, W)``)
+    or its pooled descriptor ``s`` ``(B, C)`` (the fast path pools the branches without building ``U``).
 
     :func:`sknet.fuse` turns a two-branch attention into its inference form:
     the BN folded into ``fc_reduce`` (which gains a bias) and ``fc_select`` reduced to the
@@ -170,7 +191,7 @@ class SKAttention(nn.Module):
 
     def logits(self, u: torch.Tensor) -> torch.Tensor:
         """Select logits ``(B, M, C)`` from ``U`` ``(B, C, H, W)`` or its pooled ``s`` ``(B, C)``."""
-        s = u.mean((2, 3)) if u.dim() == 4 else u  # (B, C)
+        s = gap(u) if u.dim() > 2 else u  # (B, C)
         z = self.act(self.bn(self.fc_reduce(s)))  # (B, d)
         if self.pairwise:
             d = self.fc_select(z)  # (B, C): l_1 - l_2
@@ -179,7 +200,7 @@ class SKAttention(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.pairwise:
-            z = self.act(self.bn(self.fc_reduce(u.mean((2, 3)) if u.dim() == 4 else u)))  # (B, d)
+            z = self.act(self.bn(self.fc_reduce(gap(u) if u.dim() > 2 else u)))  # (B, d)
             a1 = torch.sigmoid(self.fc_select(z))  # (B, C); softmax of (l_1, l_2) = sigmoid(l_1 - l_2)
             return torch.stack([a1, 1 - a1], dim=1)  # (B, 2, C)
         return torch.softmax(self.logits(u), dim=1)  # (B, M, C), sums to 1 over M
@@ -206,7 +227,10 @@ class SKConv(nn.Module):
         min_dim: Minimum fuse width L.
         select: ``"attention"`` (SK) or ``"sum"``.
         act: ReLU at the end of every branch (the paper's branches have it; the
-            lightweight models turn it off to keep ShuffleNetV2's linear depthwise step).
+            lightweight models turn it off to keep ShuffleNetV2's linear depthwise step), or a
+            module factory (e.g. ReLU6 for MobileNetV2), as in :class:`ConvBnAct`.
+        dims: Spatial dimensions: 2 (images, the paper's), 1 (signals) or 3 (clips, volumes); K5 / K7
+            stay dilated 3-tap / 3x3x3 kernels, and the maths is the same in each.
         split_input: Give each branch its own ``C' / M`` slice of the input channels instead of
             all of them (timm's SK-ResNets; not the paper's SK, whose branches all see ``X``).
         impl: How to compute it, never what: ``"fast"`` (default), ``"reference"``, or the
@@ -224,7 +248,8 @@ class SKConv(nn.Module):
         reduction: int = 16,
         min_dim: int = 32,
         select: str = "attention",
-        act: bool = True,
+        act: bool | Callable[[], nn.Module] = True,
+        dims: int = 2,
         split_input: bool = False,
         impl: str = "fast",
     ) -> None:
@@ -234,6 +259,7 @@ class SKConv(nn.Module):
         self.branches = parse_branches(branches)
         self.select = select
         self.out_channels = out_channels
+        self.dims = check_dims(dims)
         self.split_input = split_input
         if split_input:
             if in_channels % len(self.branches):
@@ -249,7 +275,7 @@ class SKConv(nn.Module):
                     f"branch {tuple(br)}: groups={groups} must divide both in_channels={in_channels} "
                     f"and out_channels={out_channels}; pick a groups value that divides them"
                 )
-            paths.append(ConvBnAct(in_channels, out_channels, br.kernel, stride, br.dilation, groups, act=act))
+            paths.append(ConvBnAct(in_channels, out_channels, br.kernel, stride, br.dilation, groups, act, dims))
         self.paths = nn.ModuleList(paths)
         if len(paths) > 1 and select == "attention":
             self.attn = SKAttention(out_channels, len(paths), reduction, min_dim)
@@ -286,9 +312,10 @@ class SKConv(nn.Module):
         if self.attn is None:
             return u
         a = self.attn(u)  # (B, M, C)
-        out = feats[0] * a[:, 0, :, None, None]
+        a = per_channel(a, u.dim())  # (B, M, C, 1, ...)
+        out = feats[0] * a[:, 0]
         for m in range(1, len(feats)):
-            out = out + feats[m] * a[:, m, :, None, None]
+            out = out + feats[m] * a[:, m]
         return out  # (B, C, H, W)
 
     def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,12 +331,12 @@ class SKConv(nn.Module):
         if self.attn is None:
             return sum(feats[1:], feats[0])
         # GAP(sum_m U_m) = sum_m GAP(U_m): U itself is never written to memory.
-        s = feats[0].mean((2, 3))
+        s = gap(feats[0])
         for f in feats[1:]:
-            s = s + f.mean((2, 3))  # (B, C)
+            s = s + gap(f)  # (B, C)
         # (B, M, C, 1, 1); the hook on attn still sees (B, M, C). Under autocast the attention
         # comes out in float32 (softmax / sigmoid), the branches in bf16/fp16: select in theirs.
-        a = self.attn(s).to(feats[0].dtype)[:, :, :, None, None]
+        a = per_channel(self.attn(s).to(feats[0].dtype), feats[0].dim())
         # In place (no new tensor) when autograd is not recording: the branch outputs are fresh.
         grad = torch.is_grad_enabled() and (feats[0].requires_grad or a.requires_grad)
         if len(feats) == 2:
@@ -346,7 +373,7 @@ class SKConv(nn.Module):
             return False
         for path in self.paths:
             bn = path.bn
-            if type(bn) is not nn.BatchNorm2d or not bn.affine or bn.running_var is None or not bn.training:
+            if type(bn) not in _BATCH_NORMS or not bn.affine or bn.running_var is None or not bn.training:
                 return False
             if not isinstance(path.act, nn.ReLU):
                 return False
@@ -355,18 +382,22 @@ class SKConv(nn.Module):
     def _branch(self, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
         conv, bn = path.conv, path.bn
-        if path.training or not self.fold_eval_bn or not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+        if path.training or not self.fold_eval_bn or type(bn) not in _BATCH_NORMS or bn.running_var is None:
             # training statistics, the ablation, or already fused by sknet.fuse (bn is Identity)
             return path.act(bn(self._conv(conv, x)))
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
-        weight = conv.weight * scale[:, None, None, None]
+        weight = conv.weight * scale.view(-1, *[1] * (conv.weight.dim() - 1))  # (C_out, 1, 1, ...)
         bias = bn.bias - bn.running_mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
         return path.act(self._conv(conv, x, weight, bias))
 
     def _conv(
-        self, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+        self,
+        conv: nn.modules.conv._ConvNd,
+        x: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``conv(x)``, with ``weight`` / ``bias`` in place of the conv's own when given.
 
@@ -396,8 +427,9 @@ class SKConv(nn.Module):
             x = _Subsample.apply(x, stride)
             dilation = tuple(d // s for s, d in zip(stride, dilation))
             padding = tuple(p // s for s, p in zip(stride, padding))
-            stride = (1, 1)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, conv.groups)
+            stride = (1,) * len(stride)
+        conv_nd = getattr(F, f"conv{x.dim() - 2}d")  # looked up per call: tests record the calls
+        return conv_nd(x, weight, bias, stride, padding, dilation, conv.groups)
 
     @property
     def impl_spec(self) -> str:
@@ -406,8 +438,8 @@ class SKConv(nn.Module):
         return ",".join([self.impl, *off]) if self.impl == "fast" else self.impl
 
     def extra_repr(self) -> str:
-        split = ", split_input=True" if self.split_input else ""
-        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}{split}, impl={self.impl_spec!r}"
+        extra = (f", dims={self.dims}" if self.dims != 2 else "") + (", split_input=True" if self.split_input else "")
+        return f"branches={[tuple(b) for b in self.branches]}, select={self.select!r}{extra}, impl={self.impl_spec!r}"
 
 
 class _Subsample(torch.autograd.Function):
@@ -421,19 +453,18 @@ class _Subsample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
-        channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
-        ctx.shape, ctx.stride = x.shape, stride
-        return x[:, :, :: stride[0], :: stride[1]].contiguous(memory_format=ctx.layout)
+        ctx.layout = memory_format(x)
+        ctx.shape, ctx.index = x.shape, (slice(None), slice(None), *(slice(None, None, s) for s in stride))
+        return x[ctx.index].contiguous(memory_format=ctx.layout)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad_x = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
-        grad_x[:, :, :: ctx.stride[0], :: ctx.stride[1]] = grad
+        grad_x[ctx.index] = grad
         return grad_x, None
 
 
-def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+def _bn_momentum(bn: nn.modules.batchnorm._BatchNorm) -> float:
     """The running-average factor ``nn.BatchNorm2d.forward`` uses for this step (and its step count)."""
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.num_batches_tracked is not None:
@@ -465,11 +496,11 @@ class _LeanSelect(torch.autograd.Function):
             )
             feats.append(y.relu_())  # U_m, freed when forward returns
             stats += [mean, invstd]
-        s = feats[0].mean((2, 3)) + feats[1].mean((2, 3))  # (B, C) = GAP(U)
+        s = gap(feats[0]) + gap(feats[1])  # (B, C) = GAP(U)
         with torch.enable_grad():
             s_leaf = s.detach().requires_grad_(True)
             a = sk.attn(s_leaf)  # (B, 2, C)
-        a1 = a[:, 0].detach()[:, :, None, None]  # (B, C, 1, 1)
+        a1 = per_channel(a[:, 0].detach(), c1.dim())  # (B, C, 1, ...)
         out = feats[1].lerp_(feats[0], a1)  # U_2 + a_1 (U_1 - U_2)
         ctx.sk, ctx.s_leaf, ctx.a = sk, s_leaf, a
         ctx.save_for_backward(c1, c2, a1, *stats)
@@ -484,19 +515,20 @@ class _LeanSelect(torch.autograd.Function):
         for c, bn, mean, invstd in ((c1, bns[0], m1, i1), (c2, bns[1], m2, i2)):
             scale = bn.weight * invstd  # (C,)
             shift = bn.bias - mean * scale
-            u = torch.addcmul(shift[:, None, None], c, scale[:, None, None]).relu_()  # U_m again
+            shape = (-1, *[1] * (c.dim() - 2))  # (C, 1, ...)
+            u = torch.addcmul(shift.view(shape), c, scale.view(shape)).relu_()  # U_m again
             feats.append(u.to(c.dtype))  # autocast: BN statistics are fp32, the maps stay bf16/fp16
         # dL/da_1 = sum_hw grad * (U_1 - U_2)
         d = feats[0] - feats[1]
         grad_a = torch.zeros_like(a)
-        grad_a[:, 0] = d.mul_(grad).sum((2, 3))
+        grad_a[:, 0] = d.mul_(grad).sum(tuple(range(2, d.dim())))
         del d
         params = list(sk.attn.parameters())
         trainable = [p for p in params if p.requires_grad]
         ds, *g_trainable = torch.autograd.grad(a, [s_leaf, *trainable], grad_a, allow_unused=True)
         g_iter = iter(g_trainable)
         g_params = [next(g_iter) if p.requires_grad else None for p in params]
-        ds = (ds / (c1.shape[2] * c1.shape[3]))[:, :, None, None]  # (B, C, 1, 1): the pooling's share of U_m
+        ds = per_channel(ds / c1[0, 0].numel(), c1.dim())  # (B, C, 1, ...): the pooling's share of U_m
         out = [None]
         bn_grads = []
         for feat, weight, c, bn, mean, invstd in (
