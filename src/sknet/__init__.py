@@ -7,7 +7,16 @@ prediction), ``bench``; ``cli`` is the ``sknet`` command on top of them.
 """
 
 from .complexity import Complexity, complexity
-from .deploy import FeatureExtractor, export_model, features, fpn_backbone, fuse, fx_leaf_modules, predict
+from .deploy import (
+    FeatureExtractor,
+    export_model,
+    features,
+    fpn_backbone,
+    fuse,
+    fx_leaf_modules,
+    predict,
+    segmentation_model,
+)
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, load_model, register_model
 from .pretrained import from_pretrained, save_pretrained
@@ -36,4 +45,5 @@ __all__ = [
     "register_model",
     "save_pretrained",
     "save_weights",
+    "segmentation_model",
 ]

@@ -16,32 +16,42 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, SKConv, SqueezeExcite
+from ..layers import ConvBnAct, SKConv, SqueezeExcite, parse_branches
 from .backbone import Backbone
 from .init import init_weights
 from .registry import register_model
 
-MidLayer = Callable[[int, int, int], nn.Module]  # (in_channels, out_channels, stride) -> module
+MidLayer = Callable[..., nn.Module]  # (in_channels, out_channels, stride, dilation=1) -> module
 
 
 class GroupedConv:
-    """ResNeXt's 3x3 stage: one grouped conv-BN-ReLU with G groups."""
+    """ResNeXt's 3x3 stage: one grouped conv-BN-ReLU with G groups (dilated in a stage whose
+    stride became dilation, see :class:`ResNeXt`'s ``output_stride``)."""
 
     def __init__(self, groups: int) -> None:
         self.groups = groups
 
-    def __call__(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-        return ConvBnAct(in_channels, out_channels, 3, stride, 1, self.groups)
+    def __call__(self, in_channels: int, out_channels: int, stride: int, dilation: int = 1) -> nn.Module:
+        return ConvBnAct(in_channels, out_channels, 3, stride, dilation=dilation, groups=self.groups)
 
 
 class SelectiveKernel:
-    """SKNet's 3x3 stage: an :class:`SKConv` with fixed settings for every unit."""
+    """SKNet's 3x3 stage: an :class:`SKConv` with fixed settings for every unit.
 
-    def __init__(self, **sk_kwargs) -> None:
+    ``dilation`` (a stage whose stride became dilation) multiplies every branch's own dilation:
+    K3 + K5 (3x3 at dilations 1 and 2) become 3x3 at 2 and 4 where a stage is dilated by 2, the
+    same function on the denser grid (docs/architecture.md, "Output stride").
+    """
+
+    def __init__(self, branches: Sequence = ((3, 1, 32), (3, 2, 32)), **sk_kwargs) -> None:
+        self.branches = branches
         self.sk_kwargs = sk_kwargs
 
-    def __call__(self, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-        return SKConv(in_channels, out_channels, stride=stride, **self.sk_kwargs)
+    def __call__(self, in_channels: int, out_channels: int, stride: int, dilation: int = 1) -> nn.Module:
+        branches = self.branches
+        if dilation != 1:
+            branches = [(b.kernel, b.dilation * dilation, b.groups) for b in parse_branches(branches)]
+        return SKConv(in_channels, out_channels, stride=stride, branches=branches, **self.sk_kwargs)
 
 
 class Bottleneck(nn.Module):
@@ -49,7 +59,9 @@ class Bottleneck(nn.Module):
 
     The stride sits on the 3x3 stage, as in the released networks, not on the first 1x1.
     With ``se_reduction`` an SE module scales the residual branch after the last BN,
-    before the addition (SENet).
+    before the addition (SENet). The 3x3 stage runs at ``first_dilation`` (default
+    ``dilation``): torchvision's and timm's convention for the first unit of a stage whose
+    stride became dilation, which keeps the previous stage's dilation there.
     """
 
     def __init__(
@@ -60,12 +72,14 @@ class Bottleneck(nn.Module):
         stride: int,
         mid_layer: MidLayer,
         se_reduction: int | None = None,
+        dilation: int = 1,
+        first_dilation: int | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = mid_layer(width, width, stride)
+        self.conv2 = mid_layer(width, width, stride, first_dilation or dilation)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
@@ -94,7 +108,8 @@ class BasicBlock(nn.Module):
 
     Module names follow timm's ``SelectiveKernelBasic`` (``conv1`` the injected stage, ``conv2``
     a :class:`ConvBnAct` without activation), so timm's SK-ResNet weights load as they are.
-    Same signature as :class:`Bottleneck` (``width`` is the first conv's output).
+    Same signature as :class:`Bottleneck` (``width`` is the first conv's output); as in timm,
+    the injected stage runs at ``first_dilation`` and the second 3x3 at ``dilation``.
     """
 
     def __init__(
@@ -105,10 +120,12 @@ class BasicBlock(nn.Module):
         stride: int,
         mid_layer: MidLayer,
         se_reduction: int | None = None,
+        dilation: int = 1,
+        first_dilation: int | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = mid_layer(in_channels, width, stride)
-        self.conv2 = ConvBnAct(width, out_channels, 3, act=False)
+        self.conv1 = mid_layer(in_channels, width, stride, first_dilation or dilation)
+        self.conv2 = ConvBnAct(width, out_channels, 3, dilation=dilation, act=False)
         self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
@@ -147,6 +164,12 @@ class ResNeXt(Backbone):
         drop_rate: Dropout before the classifier (0 in the paper).
         block: The unit: :class:`Bottleneck` (the paper's networks) or :class:`BasicBlock`
             (timm's SK-ResNet-18/34).
+        output_stride: Stride of the last stage's output: None (or the network's own, 32 for the
+            ImageNet stem) keeps every stride; a smaller one replaces the strides of the last stages
+            by dilation, as torchvision's ``replace_stride_with_dilation`` and timm's ``output_stride``
+            do. Valid values are the strides the stages reach (:meth:`output_strides`: 4, 8, 16, 32
+            for the ImageNet networks, 1, 2, 4 for the CIFAR ones, 2, 4, 8 for the mini ones); the
+            first stage is never dilated. ``feature_info`` gives the strides the stages then have.
     """
 
     stem_modules = ("conv1", "bn1", "act1", "maxpool")
@@ -166,10 +189,18 @@ class ResNeXt(Backbone):
         zero_init_last: bool = False,
         drop_rate: float = 0.0,
         block: type[nn.Module] = Bottleneck,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         if not (len(layers) == len(widths) == len(out_channels)):
             raise ValueError("layers, widths and out_channels need one entry per stage")
+        valid = self.output_strides(stem, first_stride, len(layers))
+        if output_stride is not None and (type(output_stride) is not int or output_stride not in valid):
+            raise ValueError(
+                f"output_stride must be one of {list(valid)} for this network (the strides its stages reach; "
+                f"the smaller ones replace the last stages' strides by dilation), got {output_stride!r}"
+            )
+        self.output_stride = valid[-1] if output_stride is None else output_stride
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -183,13 +214,22 @@ class ResNeXt(Backbone):
 
         self.feature_info = []  # one dict per stage: channels, stride, module name
         reduction = 4 if stem == "imagenet" else 1
+        dilation = 1
         in_ch = stem_width
         for i, (n, width, out_ch) in enumerate(zip(layers, widths, out_channels)):
             stride = first_stride if i == 0 else 2
+            previous_dilation = dilation
+            if reduction * stride > self.output_stride:  # torchvision's dilate=True: stride 1, dilation x stride
+                dilation *= stride
+                stride = 1
             reduction *= stride
             units = []
             for j in range(n):
-                units.append(block(in_ch, width, out_ch, stride if j == 0 else 1, mid_layer, se_reduction))
+                # The first unit's 3x3 keeps the previous dilation (it sees the undilated input), the rest dilate.
+                first = previous_dilation if j == 0 else dilation
+                units.append(
+                    block(in_ch, width, out_ch, stride if j == 0 else 1, mid_layer, se_reduction, dilation, first)
+                )
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
@@ -198,6 +238,13 @@ class ResNeXt(Backbone):
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(in_ch, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(zero_init_last)
+
+    @staticmethod
+    def output_strides(stem: str, first_stride: int, num_stages: int) -> tuple[int, ...]:
+        """The output strides a network of this stem and first-stage stride can have, smallest
+        first: the stride each stage reaches (the last one the network's own)."""
+        reduction = (4 if stem == "imagenet" else 1) * first_stride
+        return tuple(reduction * 2**i for i in range(num_stages))
 
     def init_weights(self, zero_init_last: bool = False) -> None:
         """Released-network initialisation (:func:`init_weights`), optionally zeroing
@@ -254,12 +301,16 @@ def resnext(
     in_chans: int = 3,
     zero_init_last: bool = False,
     drop_rate: float = 0.0,
+    output_stride: int | None = None,
 ) -> ResNeXt:
-    """ResNeXt: a grouped 3x3 conv (``groups`` G of ``width_per_group`` d) in every unit."""
+    """ResNeXt: a grouped 3x3 conv (``groups`` G of ``width_per_group`` d) in every unit.
+
+    ``output_stride`` (every builder of the family takes it): None keeps the network's strides, a
+    smaller valid one dilates the last stages instead (:class:`ResNeXt`)."""
     return _network(
         GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
         stem=stem, stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
-        zero_init_last=zero_init_last, drop_rate=drop_rate,
+        zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
     )  # fmt: skip
 
 
@@ -277,12 +328,13 @@ def senet(
     in_chans: int = 3,
     zero_init_last: bool = False,
     drop_rate: float = 0.0,
+    output_stride: int | None = None,
 ) -> ResNeXt:
     """SENet: ResNeXt with SE (ratio ``reduction``) on every unit."""
     return _network(
         GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
         stem=stem, stem_width=stem_width, first_stride=first_stride, se_reduction=reduction, num_classes=num_classes,
-        in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate,
+        in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
     )  # fmt: skip
 
 
@@ -304,6 +356,7 @@ def sknet(
     in_chans: int = 3,
     zero_init_last: bool = False,
     drop_rate: float = 0.0,
+    output_stride: int | None = None,
 ) -> ResNeXt:
     """SKNet: ResNeXt with an SK conv (``branches``, ``select``, r = ``reduction``, L = ``min_dim``)
     as every unit's 3x3 stage; ``sk_impl`` chooses how it is computed (:class:`SKConv`)."""
@@ -311,7 +364,7 @@ def sknet(
     return _network(
         mid, layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels, stem=stem,
         stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
-        zero_init_last=zero_init_last, drop_rate=drop_rate,
+        zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
     )  # fmt: skip
 
 

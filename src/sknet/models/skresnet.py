@@ -37,14 +37,17 @@ def skresnet(
     in_chans: int = 3,
     zero_init_last: bool = False,
     drop_rate: float = 0.0,
+    output_stride: int | None = None,
 ) -> ResNeXt:
-    """A basic-block ResNet with timm's split-input SK conv as every unit's first 3x3."""
+    """A basic-block ResNet with timm's split-input SK conv as every unit's first 3x3; ``output_stride``
+    16 or 8 dilates the last stages as timm's ``output_stride`` does (SK branch dilations multiplied)."""
     mid = SelectiveKernel(
         branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl, split_input=True
     )
     return ResNeXt(
         layers, mid, WIDTHS, WIDTHS, stem="imagenet", stem_width=64, first_stride=1, num_classes=num_classes,
         in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate, block=BasicBlock,
+        output_stride=output_stride,
     )  # fmt: skip
 
 
