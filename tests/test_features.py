@@ -18,6 +18,7 @@ DOCUMENTED_CHANNELS = {
     "resnext50_wide": (272, 544, 1088, 2176),
     "shufflenetv2_x0_5": (24, 48, 96, 192),
     "shufflenetv2_x1_0": (24, 116, 232, 464),
+    "mobilenetv2_100": (24, 32, 96, 320),
 }
 
 
@@ -26,6 +27,8 @@ def documented_channels(name: str) -> tuple[int, ...]:
         return DOCUMENTED_CHANNELS[name]
     if name.startswith("shufflenetv2"):
         return DOCUMENTED_CHANNELS[name.removesuffix("_se").removesuffix("_sk")]
+    if name.startswith("mobilenetv2"):
+        return DOCUMENTED_CHANNELS[name.removesuffix("_sk")]
     return (256, 512, 1024, 2048)  # every ResNeXt / SENet / SKNet
 
 

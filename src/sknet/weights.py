@@ -1,4 +1,4 @@
-"""Loading weights: our checkpoints, timm's SK-ResNeXt and torchvision's ResNeXt.
+"""Loading weights: our checkpoints, timm's SK-ResNeXt and torchvision's ResNeXt and MobileNetV2.
 
 Files are read without unpickling code (``torch.load(weights_only=True)`` or
 safetensors). The format is detected from the file's bytes, the source from its keys.
@@ -83,10 +83,44 @@ def load_torch_file(path: str | Path, what: str = "file"):
         ) from e
 
 
-# Renames from other libraries' bottleneck names to ours (module-relative, inside layerN.M.).
+# torchvision's mobilenet_v2: features.1..17 are the inverted residuals, grouped here by output stride
+# 2..32 into our stage1..stage5 (sknet/models/mobilenetv2.py); features.0 is the stem, features.18 the head.
+_MOBILENET_V2_UNITS = (1, 2, 3, 7, 4)
+
+
+def _mobilenet_v2_key(m: re.Match) -> str:
+    """torchvision's ``features.N.<rest>`` -> our ``conv1`` / ``stageS.U.<part>`` / ``conv_head`` name.
+
+    A torchvision unit's ``conv`` is ``[expand ConvNormAct (absent in features.1, t=1), depthwise
+    ConvNormAct, 1x1 Conv2d, BN]``; ours are ``conv_pw``, ``conv_dw`` (ConvBnAct) and ``conv_pwl``.
+    """
+    index, rest = int(m.group(1)), m.group(2)
+    if index > 1 + sum(_MOBILENET_V2_UNITS):
+        return m.group(0)  # not torchvision's layout: left as it is (an unexpected key)
+    if index in (0, 1 + sum(_MOBILENET_V2_UNITS)):  # Conv2dNormActivation: 0 = conv, 1 = BN
+        part = re.sub(r"^0\.", "conv.", re.sub(r"^1\.", "bn.", rest))
+        return ("conv1." if index == 0 else "conv_head.") + part
+    unit, stage = index - 1, 0
+    while unit >= _MOBILENET_V2_UNITS[stage]:
+        unit -= _MOBILENET_V2_UNITS[stage]
+        stage += 1
+    parts = ["conv_dw"] if index == 1 else ["conv_pw", "conv_dw"]
+    j, sub, tail = re.match(r"^conv\.(\d+)\.(?:(\d+)\.)?(.+)$", rest).groups()
+    j = int(j)
+    if j < len(parts):  # ConvNormActivation j: its conv (0) or BN (1)
+        name = f"{parts[j]}.{'conv' if sub == '0' else 'bn'}.{tail}"
+    else:  # the projection's Conv2d, then its BN
+        name = f"conv_pwl.{'conv' if j == len(parts) else 'bn'}.{tail if sub is None else sub + '.' + tail}"
+    return f"stage{stage + 1}.{unit}.{name}"
+
+
+# Renames from other libraries' names to ours: torchvision's bottleneck (module-relative, inside
+# layerN.M.) and its MobileNetV2.
 _TORCHVISION_RULES = [
     (r"^(layer\d+\.\d+)\.conv2\.weight$", r"\1.conv2.conv.weight"),
     (r"^(layer\d+\.\d+)\.bn2\.(.+)$", r"\1.conv2.bn.\2"),
+    (r"^features\.(\d+)\.(.+)$", _mobilenet_v2_key),
+    (r"^classifier\.1\.(weight|bias)$", r"fc.\1"),
 ]
 _TIMM_RULES = [
     (r"^(layer\d+\.\d+)\.conv1\.conv\.weight$", r"\1.conv1.weight"),
@@ -102,6 +136,8 @@ def detect_source(sd: dict[str, torch.Tensor]) -> str:
     if any(re.match(r"layer\d+\.\d+\.conv1\.conv\.weight$", k) for k in keys):
         return "timm"
     if any(re.match(r"layer\d+\.\d+\.bn2\.weight$", k) for k in keys):
+        return "torchvision"
+    if any(re.match(r"features\.\d+\.conv\.\d+\.", k) for k in keys):  # torchvision's MobileNetV2
         return "torchvision"
     return "sknet"
 
@@ -291,8 +327,9 @@ def read_record(path: str | Path) -> dict | None:
 
 
 def num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:
-    """The classifier's output count in a state dict (``fc.weight``), or None."""
-    fc = sd.get("fc.weight")
+    """The classifier's output count in a state dict (``fc.weight``, torchvision MobileNetV2's
+    ``classifier.1.weight``), or None."""
+    fc = sd.get("fc.weight", sd.get("classifier.1.weight"))
     return fc.shape[0] if fc is not None and fc.dim() == 2 else None
 
 

@@ -1,6 +1,6 @@
 """Stage outputs of the ImageNet-style models, for detection and segmentation backbones.
 
-Every ResNeXt / SENet / SKNet and ShuffleNetV2 model describes its stages in
+Every ResNeXt / SENet / SKNet, ShuffleNetV2 and MobileNetV2 model describes its stages in
 ``model.feature_info`` (channels, stride, module name). :func:`features` turns a model
 into a backbone that returns those stage outputs; :func:`fpn_backbone` puts torchvision's
 :class:`~torchvision.ops.FeaturePyramidNetwork` on top, ready for torchvision's
@@ -15,10 +15,14 @@ ResNeXt / SENet / SKNet       256 / 512 / 1024 / 2048
 resnext50_wide                272 / 544 / 1088 / 2176
 ShuffleNetV2 0.5x (SE, SK)    24 / 48 / 96 / 192
 ShuffleNetV2 1.0x (SE, SK)    24 / 116 / 232 / 464
+MobileNetV2 1.0x (SK)         24 / 32 / 96 / 320
 ============================  ==================================
 
 (ShuffleNetV2's stride-4 map is the stem's max pool output; its ``conv5`` 1x1 feeds the
-classifier and is left out.) The CIFAR and mini models work too, at strides 1, 2, 4 and 2, 4, 8.
+classifier and is left out, as is MobileNetV2's ``conv_head``.) The CIFAR and mini models
+work too, at strides 1, 2, 4 and 2, 4, 8. A ResNeXt-family model built with a smaller
+``output_stride`` (its last stages dilated) has those strides in ``feature_info``: 4, 8, 16, 16
+at 16 and 4, 8, 8, 8 at 8 (segmentation: :mod:`sknet.deploy.segmentation`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def create_model(
         num_classes: Classifier outputs; None keeps the model's default (1000 for
             ImageNet models, 10 for the CIFAR ones).
         weights: Path to a checkpoint (ours, timm's ``skresnext50_32x4d`` or torchvision's
-            ``resnext50_32x4d``; .pt/.pth/.safetensors) loaded after building.
+            ``resnext50_32x4d`` / ``mobilenet_v2``; .pt/.pth/.safetensors) loaded after building.
         **overrides: Arguments the model accepts, e.g. for SK models
             ``branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)]``, ``select="sum"``,
             ``reduction=8``, ``min_dim=16``, ``sk_impl="reference"``.

@@ -1,0 +1,180 @@
+"""MobileNetV2 (Sandler et al., 2018) and its SK variant: every 3x3 depthwise conv a depthwise SK conv.
+
+The paper names MobileNet beside ShuffleNet as a network whose 3x3 depthwise convolutions SK
+can replace, but trains only ShuffleNetV2. As in :mod:`sknet.models.shufflenetv2`, the 3x3
+depthwise step of every inverted residual is injected: a depthwise conv + BN + ReLU6 in the
+baseline, a depthwise :class:`SKConv` whose branches end in BN + ReLU6 in the SK variant
+(settings in docs/architecture.md, "Our choices").
+
+The layout is torchvision's ``mobilenet_v2`` (widths, strides, expansions, ReLU6, linear
+bottlenecks, the 1x1 conv to 1280, dropout 0.2), so its state dict loads with identical logits
+(:func:`sknet.weights.convert_state_dict` renames ``features.N...`` / ``classifier.1`` to ours).
+Module names follow ours: ``conv1`` (stem), ``stage1..5`` (the inverted residuals grouped by
+output stride 2..32; ``stage1`` is part of the stem, ``stage2..5`` are the stride 4..32
+outputs of ``feature_info``), ``conv_head`` (1x1 to 1280), ``fc``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers import ConvBnAct, SKConv
+from .backbone import Backbone
+from .init import init_weights
+from .registry import register_model
+from .shufflenetv2 import SK_DW_BRANCHES
+
+RELU6 = functools.partial(nn.ReLU6, inplace=True)
+
+# torchvision's inverted residual setting: expansion t, output channels c, units n, first stride s.
+INVERTED_RESIDUALS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: ``v`` rounded to a multiple of ``divisor``, never below 90 % of ``v``."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class DepthwiseConvReLU6:
+    """MobileNetV2's depthwise 3x3 + BN + ReLU6."""
+
+    def __call__(self, channels: int, stride: int) -> nn.Module:
+        return ConvBnAct(channels, channels, 3, stride, 1, channels, act=RELU6)
+
+
+class DepthwiseSKReLU6:
+    """A depthwise SK conv in place of MobileNetV2's depthwise 3x3.
+
+    Branches end in BN + ReLU6, as MobileNetV2's depthwise step does, so a one-branch SK unit
+    is exactly the baseline's (our choice, docs/architecture.md).
+    """
+
+    def __init__(self, **sk_kwargs) -> None:
+        self.sk_kwargs = sk_kwargs
+
+    def __call__(self, channels: int, stride: int) -> nn.Module:
+        return SKConv(channels, channels, stride=stride, act=RELU6, **self.sk_kwargs)
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion + BN + ReLU6 (none when ``expansion == 1``), the depthwise step, 1x1 projection
+    + BN (linear bottleneck); the input is added when the stride is 1 and the widths agree."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, dw_layer) -> None:
+        super().__init__()
+        hidden = int(round(in_channels * expansion))
+        self.use_res = stride == 1 and in_channels == out_channels
+        self.conv_pw = ConvBnAct(in_channels, hidden, 1, act=RELU6) if expansion != 1 else nn.Identity()
+        self.conv_dw = dw_layer(hidden, stride)
+        self.conv_pwl = ConvBnAct(hidden, out_channels, 1, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pwl(self.conv_dw(self.conv_pw(x)))
+        return x + out if self.use_res else out
+
+
+class MobileNetV2(Backbone):
+    """MobileNetV2 with an injected depthwise step.
+
+    Args:
+        width_mult: Width multiplier (torchvision's ``width_mult``); widths rounded to multiples of 8.
+        dw_layer: Builds each depthwise step (:class:`DepthwiseConvReLU6` or :class:`DepthwiseSKReLU6`).
+        num_classes: Classifier outputs.
+        in_chans: Input image channels.
+        drop_rate: Dropout before the classifier (torchvision's 0.2).
+    """
+
+    stem_modules = ("conv1", "stage1")  # stage1 (stride 2) is not a stage output: strides 4..32 (feature_info)
+    neck_modules = ("conv_head",)  # the 1x1 to 1280 before the pooling
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        dw_layer=None,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        dw_layer = dw_layer or DepthwiseConvReLU6()
+        c = make_divisible(32 * width_mult)
+        self.conv1 = ConvBnAct(in_chans, c, 3, stride=2, act=RELU6)
+        stages: list[list[nn.Module]] = []  # units by output stride: 2 (after the stem's stride 2), 4, ..., 32
+        for t, out, n, s in INVERTED_RESIDUALS:
+            out = make_divisible(out * width_mult)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                if stride > 1 or not stages:  # a new output stride starts a new stage
+                    stages.append([])
+                stages[-1].append(InvertedResidual(c, out, stride, t, dw_layer))
+                c = out
+        self.feature_info = []
+        for i, units in enumerate(stages):
+            self.add_module(f"stage{i + 1}", nn.Sequential(*units))
+            if i > 0:
+                self.feature_info.append(
+                    dict(num_chs=units[-1].conv_pwl.conv.out_channels, reduction=2 ** (i + 1), module=f"stage{i + 1}")
+                )
+        self.num_features = make_divisible(1280 * max(1.0, width_mult))
+        self.conv_head = ConvBnAct(c, self.num_features, 1, act=RELU6)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        init_weights(self)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def mobilenetv2(*, width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2):
+    """MobileNetV2 with its depthwise 3x3 + BN + ReLU6 (torchvision's layout)."""
+    return MobileNetV2(width_mult, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+
+
+def mobilenetv2_sk(
+    *,
+    width_mult: float = 1.0,
+    branches: Sequence = SK_DW_BRANCHES,
+    select: str = "attention",
+    reduction: int = 16,
+    min_dim: int = 32,
+    sk_impl: str = "fast",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+):
+    """MobileNetV2 with every depthwise 3x3 replaced by a depthwise SK conv (branches end in BN + ReLU6)."""
+    dw = DepthwiseSKReLU6(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+    return MobileNetV2(width_mult, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+
+
+# --------------------------------------------------------------------------- registered models
+
+register_model(
+    "mobilenetv2_100",
+    mobilenetv2,
+    dict(width_mult=1.0),
+    family="light",
+    doc="MobileNetV2 1.0x (torchvision's layout; its mobilenet_v2 weights load).",
+)
+register_model(
+    "mobilenetv2_100_sk",
+    mobilenetv2_sk,
+    dict(width_mult=1.0),
+    family="light",
+    doc="MobileNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv (K3 + dilated K3, ReLU6).",
+)
