@@ -19,12 +19,13 @@ from .fashion_mnist import DEBIAN_ROOT, FASHION_MNIST_CLASSES, load_fashion_mnis
 from .fashion_scaled import ScaledFashionMNIST
 from .images import IMAGE_EXTENSIONS, ImageFiles, TensorImages
 from .info import NORMALIZATION, DatasetInfo, data_not_found
-from .synthetic import FakeImages
-from .transforms import PadCropFlip, SeededTransform, image_transform
+from .synthetic import FakeImages, ScaledBursts, ScaledFashionMNISTVolumes
+from .transforms import PadCropFlip, RandomFlip, SeededTransform, image_transform
 
 DEFAULT_ROOTS = {
     "fashion-mnist": DEBIAN_ROOT,
     "fashion-mnist-scaled": DEBIAN_ROOT,
+    "fashion-mnist-3d": DEBIAN_ROOT,
     "imagenet": "data/imagenet",
     "cifar10": "data/cifar10",
     "cifar100": "data/cifar100",
@@ -143,6 +144,35 @@ def fashion_mnist_scaled(root: Path, split: str, *, train: bool, options: dict) 
     return ds
 
 
+def bursts_1d(root: Path | None, split: str, *, train: bool, options: dict) -> Dataset:
+    """1-D signals of 256 samples, 5 classes: a burst of 1-5 cycles, 16-128 samples wide
+    (:class:`ScaledBursts`; no files). ``size`` items (default 6000 train / 2000 val); training
+    flips time (``hflip``)."""
+    size = options.get("size") or (6000 if split == "train" else 2000)
+    names = tuple(f"{k} cycle{'s' if k > 1 else ''}" for k in range(1, 6))
+    info = DatasetInfo("bursts-1d", 5, (1, 256), (0.0,), (1.0,), names)  # float signals of mean 0, used as they are
+    tf = SeededTransform(RandomFlip(), options.get("seed", 0)) if train and options.get("hflip", True) else None
+    ds = ScaledBursts(size, seed=2 * int(options.get("data_seed", 0)) + (split != "train"), transform=tf)
+    ds.info, ds.classes = info, list(names)
+    return ds
+
+
+def fashion_mnist_3d(root: Path, split: str, *, train: bool, options: dict) -> Dataset:
+    """Volumes of 16 x 32 x 32: a Fashion-MNIST item of random size (12-32 pixels) extruded
+    through a run of slices at a random place (:class:`ScaledFashionMNISTVolumes`); the
+    Fashion-MNIST files in ``root``. Training flips the last dimension (``hflip``)."""
+    images, labels = load_fashion_mnist(root, split == "train", options.get("download", False))
+    mean, std = NORMALIZATION["fashion-mnist-3d"]
+    info = DatasetInfo("fashion-mnist-3d", 10, (1, 16, 32, 32), mean, std, FASHION_MNIST_CLASSES)
+    tf = PadCropFlip(mean, std, 0, bool(options.get("hflip", True)), train)
+    ds = ScaledFashionMNISTVolumes(
+        images, labels, seed=2 * int(options.get("data_seed", 0)) + (split != "train"),
+        transform=SeededTransform(tf, options.get("seed", 0)) if train else tf,
+    )  # fmt: skip
+    ds.info, ds.classes = info, list(FASHION_MNIST_CLASSES)
+    return ds
+
+
 def fake(root: Path | None, split: str, *, train: bool, options: dict) -> Dataset:
     """Synthetic data for smoke tests and benchmarks (no files): ``size`` images (default
     10000 train / 1000 val) of ``input_size`` (default 3x32x32), ``num_classes`` classes."""
@@ -163,6 +193,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": fashion_mnist,
     "fashion-mnist-scaled": fashion_mnist_scaled,
     "imagefolder": image_folder,
+    "bursts-1d": bursts_1d,
+    "fashion-mnist-3d": fashion_mnist_3d,
     "fake": fake,
 }
 

@@ -36,7 +36,7 @@ SCALED_MEAN, SCALED_STD = NORMALIZATION["fashion-mnist-scaled"]
 BASE_SIZE = 28
 
 
-def _resize(images: torch.Tensor, side: int) -> torch.Tensor:
+def resize_items(images: torch.Tensor, side: int) -> torch.Tensor:
     """Resize uint8 ``(N, 28, 28)`` to ``(N, side, side)`` uint8 (bilinear, antialiased)."""
     x = images[:, None].float()  # (N, 1, 28, 28)
     x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
@@ -112,7 +112,7 @@ class ScaledFashionMNIST(Dataset):
         out = torch.zeros(len(base), self.canvas, self.canvas, dtype=torch.uint8)
         for side in np.unique(sides):
             idx = np.nonzero(sides == side)[0]
-            resized = _resize(base[torch.from_numpy(idx)], int(side))  # (n, side, side)
+            resized = resize_items(base[torch.from_numpy(idx)], int(side))  # (n, side, side)
             for k, i in enumerate(idx):
                 top, left = offsets[i]
                 out[i, top : top + side, left : left + side] = resized[k]
@@ -148,5 +148,5 @@ class ScaledFashionMNIST(Dataset):
                     f"use scales up to {self.canvas / BASE_SIZE:g}"
                 )
             top = (self.canvas - side) // 2
-            out[k, top : top + side, top : top + side] = _resize(self.base[index : index + 1], side)[0]
+            out[k, top : top + side, top : top + side] = resize_items(self.base[index : index + 1], side)[0]
         return self._to_float(out)[:, None]  # (S, 1, H, W)

@@ -40,7 +40,8 @@ class SeededTransform:
 class PadCropFlip:
     """CIFAR-style augmentation for in-memory uint8 images (C, H, W): zero-pad ``pad`` pixels,
     take a random H x W crop, flip horizontally with probability 1/2, scale to [0, 1] and
-    normalise. Without ``train`` it only normalises.
+    normalise. Without ``train`` it only normalises. Signals (C, L) and volumes (C, D, H, W)
+    get the flip of their last dimension and the normalisation (no padded crop).
 
     The same result as torchvision's ``v2.RandomCrop(size, padding=pad)``,
     ``v2.RandomHorizontalFlip()``, ``v2.ToDtype(scale=True)`` and ``v2.Normalize``
@@ -49,20 +50,33 @@ class PadCropFlip:
     """
 
     def __init__(self, mean, std, pad: int = 0, hflip: bool = True, train: bool = True) -> None:
-        std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.scale = 1.0 / (255.0 * std)  # (C, 1, 1)
-        self.shift = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std
+        std = torch.tensor(std, dtype=torch.float32)
+        self.scale = 1.0 / (255.0 * std)  # (C,)
+        self.shift = -torch.tensor(mean, dtype=torch.float32) / std
         self.pad, self.hflip, self.train = pad, hflip, train
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         x = img.float()
         if self.train and self.pad:
+            if x.dim() != 3:
+                raise ValueError(f"the padded random crop is for images (C, H, W), got shape {tuple(x.shape)}")
             h, w = x.shape[-2:]
             i, j = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
             x = torch.nn.functional.pad(x, (self.pad,) * 4)[:, i : i + h, j : j + w]
         if self.train and self.hflip and torch.rand(()).item() < 0.5:
             x = x.flip(-1)
-        return x.mul_(self.scale).add_(self.shift)
+        per_channel = (-1, *[1] * (x.dim() - 1))  # (C, 1, ...)
+        return x.mul_(self.scale.view(per_channel)).add_(self.shift.view(per_channel))
+
+
+class RandomFlip:
+    """Reverse the last dimension with probability 1/2 (in training): a signal's time, an image's width."""
+
+    def __init__(self, train: bool = True) -> None:
+        self.train = train
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1) if self.train and torch.rand(()).item() < 0.5 else x
 
 
 def image_transform(
