@@ -36,7 +36,7 @@ def _entry_point(name):
     overrides = textwrap.fill(
         ", ".join(o for o in entry.overrides if o != "num_classes"), 80, subsequent_indent=12 * " "
     )
-    c, h, w = entry.input_size
+    size = "x".join(map(str, entry.input_size))
 
     def build(weights=None, num_classes=None, **overrides):
         return sknet.create_model(name, num_classes=num_classes, weights=weights, **overrides)
@@ -44,7 +44,7 @@ def _entry_point(name):
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"""{name}: {entry.doc or "a registered sknet model."}
 
-    sknet.create_model({name!r}, ...): {c}x{h}x{w} inputs, {entry.num_classes} classes by default.
+    sknet.create_model({name!r}, ...): {size} inputs, {entry.num_classes} classes by default.
 
     Args:
         weights: None for randomly initialised weights, or the path of a weights file:

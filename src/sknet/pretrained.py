@@ -163,7 +163,8 @@ def model_card(model: nn.Module, record: dict, title: str = "") -> str:
     """The ``README.md`` of a model folder: what the model is, its size, its inputs and record, how to load it."""
     entry = get_model_entry(record["model_name"])
     name = record["model_name"]
-    c, h, w = record["input_size"]
+    size = "x".join(map(str, record["input_size"]))  # C x H x W (C x L, C x T x H x W in 1-D, 3-D)
+    kind = {2: "signal", 3: "image", 4: "volume"}[len(record["input_size"])]
     cost = complexity(model, tuple(record["input_size"]))
     classes = record["classes"]
     overrides = record["overrides"]
@@ -171,19 +172,19 @@ def model_card(model: nn.Module, record: dict, title: str = "") -> str:
         ("model", f"`{name}`: {entry.doc}" if entry.doc else f"`{name}`"),
         ("overrides", f"`{json.dumps(overrides)}`" if overrides else "none (the registered model)"),
         ("classes", f"{record['num_classes']}" + (f" ({_shorten(classes)})" if classes else "")),
-        ("input", f"{c}x{h}x{w}"),
+        ("input", size),
         ("mean / std", f"{record['mean']} / {record['std']}" if record["mean"] else "not recorded"),
         ("parameters", f"{cost.params:,} ({cost.params_m:.2f} M)"),
-        ("multiply-adds", f"{cost.macs:,} ({cost.gmacs:.3f} G) per {c}x{h}x{w} image"),
+        ("multiply-adds", f"{cost.macs:,} ({cost.gmacs:.3f} G) per {size} {kind}"),
     ]
     lines = [
         "---",
         "library_name: sknet",
-        "pipeline_tag: image-classification",
+        *(["pipeline_tag: image-classification"] if kind == "image" else []),  # none fits signals, volumes
         "tags:",
         "- sknet",
         "- selective-kernel-networks",
-        "- image-classification",
+        *(["- image-classification"] if kind == "image" else []),
         "---",
         "",
         f"# {title or name}",
@@ -233,7 +234,7 @@ def model_card(model: nn.Module, record: dict, title: str = "") -> str:
         "A Hub repo id needs `pip install sknet[hub]` (huggingface_hub). `model.safetensors` alone also loads with "
         "`sknet.load_model(path)`; `config.json` repeats its record (model, overrides, classes, input size, "
         "mean / std). Inputs are "
-        + (f"{c}x{h}x{w} images normalised with the mean and std above." if record["mean"] else f"{c}x{h}x{w} images."),
+        + (f"{size} {kind}s normalised with the mean and std above." if record["mean"] else f"{size} {kind}s."),
         "",
     ]
     return "\n".join(lines)

@@ -77,7 +77,8 @@ def _entrypoint(name: str):
 
 
 # Importing twice (or reloading) registers nothing twice: names timm knows, ours included, are skipped.
-_new = [n for n in list_models() if not is_model(n)]
+# timm's data and feature machinery is for images: the 1-D and 3-D models stay sknet's alone.
+_new = [n for n in list_models() if not is_model(n) and len(get_model_entry(n).input_size) == 3]
 default_cfgs = generate_default_cfgs({n: pretrained_cfg(n) for n in _new})  # read by register_model
 for _name in _new:
     register_model(_entrypoint(_name))

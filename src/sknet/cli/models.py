@@ -58,14 +58,14 @@ def _errors(r: dict) -> str:
 def format_table(rows: list[dict]) -> str:
     """A console table: ours, the paper's, the deviation and the paper's top-1 error."""
     head = (
-        f"{'name':<22} {'input':>7} {'params(M)':>9} {'paper':>6} {'dev':>7} {'GMACs':>7} {'paper':>7} {'dev':>7}"
+        f"{'name':<22} {'input':>10} {'params(M)':>9} {'paper':>6} {'dev':>7} {'GMACs':>7} {'paper':>7} {'dev':>7}"
         f"  {'paper top-1 err (224 / 320)':<28} {'table':>5}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         mark = " *" if "deviation" in r else ""
         lines.append(
-            f"{r['name']:<22} {r['input']:>7} {r['params_m']:>9.3f} {_num(r['paper_params_m'], '.2f'):>6} "
+            f"{r['name']:<22} {r['input']:>10} {r['params_m']:>9.3f} {_num(r['paper_params_m'], '.2f'):>6} "
             f"{_pct(r['params_dev_pct']):>7} {_gmacs(r['gmacs']):>7} {_gmacs(r['paper_gflops']):>7} "
             f"{_pct(r['gmacs_dev_pct']):>7}  {_errors(r):<28} {r['paper_table'] or '-':>5}{mark}"
         )

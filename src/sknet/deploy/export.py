@@ -52,7 +52,7 @@ class ExportReport:
 
     path: Path
     format: str
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     dynamic_batch: bool
     fused: bool
@@ -149,7 +149,8 @@ def export_model(
         model: The model (its weights loaded); it is put in eval mode, otherwise left as it is.
         output: Destination file.
         fmt: ``"onnx"``, ``"torchscript"`` or ``"exported"`` (``torch.export``'s ``.pt2``).
-        input_size: ``(C, H, W)`` of the example and check inputs.
+        input_size: ``(C, H, W)`` of the example and check inputs (``(C, L)`` or ``(C, T, H, W)``
+            for 1-D and 3-D models).
         batch_size: Batch of the exported graph when ``dynamic_batch`` is off.
         dynamic_batch: Export with a symbolic batch dimension; checked on batches 1 and 3.
         fuse: Export the fused inference model (:func:`sknet.fuse`).
@@ -166,8 +167,10 @@ def export_model(
     if fmt == "exported" and Path(output).suffix != ".pt2":
         raise ValueError(f"torch.export files must end in .pt2 (torch.export.load requires it), got {str(output)!r}")
     input_size = tuple(int(s) for s in input_size)
-    if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (channels, height, width) with positive sizes, got {input_size}")
+    if not 2 <= len(input_size) <= 4 or min(input_size) < 1:
+        raise ValueError(
+            f"input_size must be (channels, *spatial sizes) with 1-3 positive spatial sizes, got {input_size}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     eager = model.eval()

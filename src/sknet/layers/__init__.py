@@ -1,6 +1,6 @@
 """Reusable pieces: the SK convolution and its attention, SE, conv-BN-ReLU."""
 
-from .conv_bn_act import ConvBnAct, same_padding
+from .conv_bn_act import BATCH_NORMS, CONVS, ConvBnAct, check_dims, same_padding
 from .se import SqueezeExcite
 from .sk_conv import (
     FAST_PARTS,
@@ -16,6 +16,8 @@ from .sk_conv import (
 )
 
 __all__ = [
+    "BATCH_NORMS",
+    "CONVS",
     "FAST_PARTS",
     "SELECT_MODES",
     "SK_IMPLS",
@@ -25,6 +27,7 @@ __all__ = [
     "SKAttention",
     "SKConv",
     "SqueezeExcite",
+    "check_dims",
     "parse_branches",
     "parse_sk_impl",
     "same_padding",

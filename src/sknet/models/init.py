@@ -14,14 +14,14 @@ def init_weights(model: nn.Module) -> None:
     SE fcs follow the attention fcs (std 0.01; our choice, docs/architecture.md).
     """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.modules.conv._ConvNd):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.bias is not None:
             nn.init.zeros_(m.bias)
     for m in model.modules():
         if isinstance(m, SqueezeExcite):

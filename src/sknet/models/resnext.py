@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, SKConv, SqueezeExcite, parse_branches
+from ..layers import BATCH_NORMS, CONVS, ConvBnAct, SKConv, SqueezeExcite, check_dims, parse_branches
 from .backbone import Backbone
 from .init import init_weights
 from .registry import register_model
@@ -28,11 +28,11 @@ class GroupedConv:
     """ResNeXt's 3x3 stage: one grouped conv-BN-ReLU with G groups (dilated in a stage whose
     stride became dilation, see :class:`ResNeXt`'s ``output_stride``)."""
 
-    def __init__(self, groups: int) -> None:
-        self.groups = groups
+    def __init__(self, groups: int, dims: int = 2) -> None:
+        self.groups, self.dims = groups, dims
 
     def __call__(self, in_channels: int, out_channels: int, stride: int, dilation: int = 1) -> nn.Module:
-        return ConvBnAct(in_channels, out_channels, 3, stride, dilation=dilation, groups=self.groups)
+        return ConvBnAct(in_channels, out_channels, 3, stride, dilation=dilation, groups=self.groups, dims=self.dims)
 
 
 class SelectiveKernel:
@@ -52,6 +52,15 @@ class SelectiveKernel:
         if dilation != 1:
             branches = [(b.kernel, b.dilation * dilation, b.groups) for b in parse_branches(branches)]
         return SKConv(in_channels, out_channels, stride=stride, branches=branches, **self.sk_kwargs)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, dims: int) -> nn.Module:
+    """Identity, or the projection ``1x1 conv (stride s) + BN`` where the shape changes."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(
+        CONVS[dims](in_channels, out_channels, 1, stride=stride, bias=False), BATCH_NORMS[dims](out_channels)
+    )
 
 
 class Bottleneck(nn.Module):
@@ -74,22 +83,18 @@ class Bottleneck(nn.Module):
         se_reduction: int | None = None,
         dilation: int = 1,
         first_dilation: int | None = None,
+        dims: int = 2,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        conv, bn = CONVS[dims], BATCH_NORMS[dims]
+        self.conv1 = conv(in_channels, width, 1, bias=False)
+        self.bn1 = bn(width)
         self.act1 = nn.ReLU(inplace=True)
         self.conv2 = mid_layer(width, width, stride, first_dilation or dilation)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-        else:
-            self.downsample = nn.Identity()
+        self.conv3 = conv(width, out_channels, 1, bias=False)
+        self.bn3 = bn(out_channels)
+        self.se = SqueezeExcite(out_channels, se_reduction, dims=dims) if se_reduction else nn.Identity()
+        self.downsample = _shortcut(in_channels, out_channels, stride, dims)
         self.act3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,18 +127,13 @@ class BasicBlock(nn.Module):
         se_reduction: int | None = None,
         dilation: int = 1,
         first_dilation: int | None = None,
+        dims: int = 2,
     ) -> None:
         super().__init__()
         self.conv1 = mid_layer(in_channels, width, stride, first_dilation or dilation)
-        self.conv2 = ConvBnAct(width, out_channels, 3, dilation=dilation, act=False)
-        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-        else:
-            self.downsample = nn.Identity()
+        self.conv2 = ConvBnAct(width, out_channels, 3, dilation=dilation, act=False, dims=dims)
+        self.se = SqueezeExcite(out_channels, se_reduction, dims=dims) if se_reduction else nn.Identity()
+        self.downsample = _shortcut(in_channels, out_channels, stride, dims)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +145,9 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.conv2.bn.weight)
 
 
+_STEM_STRIDES = {"imagenet": 4, "cifar": 1, "video": 2}  # the stem's stride (H and W)
+
+
 class ResNeXt(Backbone):
     """ResNeXt-style bottleneck network with an injected 3x3 stage.
 
@@ -153,7 +156,8 @@ class ResNeXt(Backbone):
         mid_layer: Builds the 3x3 stage of every unit (:class:`GroupedConv` or :class:`SelectiveKernel`).
         widths: Bottleneck (3x3 stage) width per stage, e.g. ``(128, 256, 512, 1024)``.
         out_channels: Output width per stage, e.g. ``(256, 512, 1024, 2048)``.
-        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool) or ``"cifar"`` (3x3 conv).
+        stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"cifar"`` (3x3 conv) or, in 3-D,
+            ``"video"`` (torchvision's video ResNets': a 3x7x7 conv with stride (1, 2, 2), no max pool).
         stem_width: Stem channels (64 in both).
         first_stride: Stride of the first stage (1 in the paper's networks; 2 in the mini ones).
         se_reduction: SE ratio r on every unit (SENet), or None.
@@ -170,6 +174,9 @@ class ResNeXt(Backbone):
             do. Valid values are the strides the stages reach (:meth:`output_strides`: 4, 8, 16, 32
             for the ImageNet networks, 1, 2, 4 for the CIFAR ones, 2, 4, 8 for the mini ones); the
             first stage is never dilated. ``feature_info`` gives the strides the stages then have.
+        dims: Spatial dimensions: 2 (images), 1 (signals ``(C, L)``) or 3 (clips and volumes
+            ``(C, T, H, W)``); every conv, BN and pooling is of that dimension. With the video stem
+            ``feature_info``'s strides are those of H and W (T is reduced by half as much).
     """
 
     stem_modules = ("conv1", "bn1", "act1", "maxpool")
@@ -190,8 +197,12 @@ class ResNeXt(Backbone):
         drop_rate: float = 0.0,
         block: type[nn.Module] = Bottleneck,
         output_stride: int | None = None,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        check_dims(dims)
+        if stem not in _STEM_STRIDES:
+            raise ValueError(f"stem must be one of {list(_STEM_STRIDES)}, got {stem!r}")
         if not (len(layers) == len(widths) == len(out_channels)):
             raise ValueError("layers, widths and out_channels need one entry per stage")
         valid = self.output_strides(stem, first_stride, len(layers))
@@ -201,19 +212,23 @@ class ResNeXt(Backbone):
                 f"the smaller ones replace the last stages' strides by dilation), got {output_stride!r}"
             )
         self.output_stride = valid[-1] if output_stride is None else output_stride
+        conv = CONVS[dims]
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.conv1 = conv(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+            self.maxpool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[dims - 1](3, stride=2, padding=1)
         elif stem == "cifar":
-            self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
+            self.conv1 = conv(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        elif stem == "video" and dims == 3:
+            self.conv1 = conv(in_chans, stem_width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
             self.maxpool = nn.Identity()
         else:
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        self.bn1 = nn.BatchNorm2d(stem_width)
+            raise ValueError(f"stem must be 'imagenet', 'cifar' or (3-D only) 'video', got {stem!r} for dims={dims}")
+        self.bn1 = BATCH_NORMS[dims](stem_width)
         self.act1 = nn.ReLU(inplace=True)
 
         self.feature_info = []  # one dict per stage: channels, stride, module name
-        reduction = 4 if stem == "imagenet" else 1
+        reduction = _STEM_STRIDES[stem]
         dilation = 1
         in_ch = stem_width
         for i, (n, width, out_ch) in enumerate(zip(layers, widths, out_channels)):
@@ -227,14 +242,13 @@ class ResNeXt(Backbone):
             for j in range(n):
                 # The first unit's 3x3 keeps the previous dilation (it sees the undilated input), the rest dilate.
                 first = previous_dilation if j == 0 else dilation
-                units.append(
-                    block(in_ch, width, out_ch, stride if j == 0 else 1, mid_layer, se_reduction, dilation, first)
-                )
+                unit_stride = stride if j == 0 else 1
+                units.append(block(in_ch, width, out_ch, unit_stride, mid_layer, se_reduction, dilation, first, dims))
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
         self.num_features = in_ch
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(in_ch, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(zero_init_last)
@@ -243,7 +257,7 @@ class ResNeXt(Backbone):
     def output_strides(stem: str, first_stride: int, num_stages: int) -> tuple[int, ...]:
         """The output strides a network of this stem and first-stage stride can have, smallest
         first: the stride each stage reaches (the last one the network's own)."""
-        reduction = (4 if stem == "imagenet" else 1) * first_stride
+        reduction = _STEM_STRIDES[stem] * first_stride
         return tuple(reduction * 2**i for i in range(num_stages))
 
     def init_weights(self, zero_init_last: bool = False) -> None:
@@ -278,14 +292,16 @@ def _network(
     stem: str,
     stem_width: int,
     first_stride: int,
+    dims: int,
     **kwargs,
 ) -> ResNeXt:
     """A :class:`ResNeXt` from the template's numbers; ``out_channels=None`` is twice the widths."""
     widths = _widths(groups, width_per_group, len(layers))
     out_channels = tuple(2 * w for w in widths) if out_channels is None else out_channels
     return ResNeXt(
-        layers, mid_layer, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, **kwargs
-    )
+        layers, mid_layer, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride,
+        dims=dims, **kwargs,
+    )  # fmt: skip
 
 
 def resnext(
@@ -297,6 +313,7 @@ def resnext(
     stem: str,
     stem_width: int,
     first_stride: int,
+    dims: int,
     num_classes: int = 1000,
     in_chans: int = 3,
     zero_init_last: bool = False,
@@ -308,9 +325,10 @@ def resnext(
     ``output_stride`` (every builder of the family takes it): None keeps the network's strides, a
     smaller valid one dilates the last stages instead (:class:`ResNeXt`)."""
     return _network(
-        GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
-        stem=stem, stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
-        zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
+        GroupedConv(groups, dims), layers=layers, groups=groups, width_per_group=width_per_group,
+        out_channels=out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, dims=dims,
+        num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate,
+        output_stride=output_stride,
     )  # fmt: skip
 
 
@@ -323,6 +341,7 @@ def senet(
     stem: str,
     stem_width: int,
     first_stride: int,
+    dims: int,
     reduction: int = 16,
     num_classes: int = 1000,
     in_chans: int = 3,
@@ -332,9 +351,10 @@ def senet(
 ) -> ResNeXt:
     """SENet: ResNeXt with SE (ratio ``reduction``) on every unit."""
     return _network(
-        GroupedConv(groups), layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels,
-        stem=stem, stem_width=stem_width, first_stride=first_stride, se_reduction=reduction, num_classes=num_classes,
-        in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
+        GroupedConv(groups, dims), layers=layers, groups=groups, width_per_group=width_per_group,
+        out_channels=out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, dims=dims,
+        se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last,
+        drop_rate=drop_rate, output_stride=output_stride,
     )  # fmt: skip
 
 
@@ -347,6 +367,7 @@ def sknet(
     stem: str,
     stem_width: int,
     first_stride: int,
+    dims: int,
     branches: Sequence = SK_BRANCHES,
     select: str = "attention",
     reduction: int = 16,
@@ -360,10 +381,12 @@ def sknet(
 ) -> ResNeXt:
     """SKNet: ResNeXt with an SK conv (``branches``, ``select``, r = ``reduction``, L = ``min_dim``)
     as every unit's 3x3 stage; ``sk_impl`` chooses how it is computed (:class:`SKConv`)."""
-    mid = SelectiveKernel(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+    mid = SelectiveKernel(
+        branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl, dims=dims
+    )
     return _network(
         mid, layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels, stem=stem,
-        stem_width=stem_width, first_stride=first_stride, num_classes=num_classes, in_chans=in_chans,
+        stem_width=stem_width, first_stride=first_stride, dims=dims, num_classes=num_classes, in_chans=in_chans,
         zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
     )  # fmt: skip
 
@@ -372,8 +395,9 @@ def sknet(
 # Every model below states only its numbers.
 
 IMAGENET = dict(
-    groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64, first_stride=1
-)
+    groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64, first_stride=1,
+    dims=2,
+)  # fmt: skip
 WIDE = dict(groups=34, out_channels=(272, 544, 1088, 2176))  # every stage 17/16 wider, see docs/architecture.md
 
 register_model(
@@ -470,7 +494,7 @@ register_model(
 
 # CIFAR (32x32): ResNeXt-29, three stages of three units, outputs 256/512/1024, a 3x3
 # stem of 64 (SPEC 2). Bottleneck widths follow the same template: 16x32d -> 512/1024/2048.
-CIFAR = dict(layers=(3, 3, 3), out_channels=(256, 512, 1024), stem="cifar", stem_width=64, first_stride=1)
+CIFAR = dict(layers=(3, 3, 3), out_channels=(256, 512, 1024), stem="cifar", stem_width=64, first_stride=1, dims=2)
 CIFAR_SK_BRANCHES = ((3, 1, 32), (3, 2, 32))  # G=32 per branch: the base's cost (our choice, docs)
 _CIFAR = dict(family="cifar", input_size=(3, 32, 32), num_classes=10)
 
@@ -531,6 +555,7 @@ MINI = dict(
     stem_width=32,
     first_stride=2,
     in_chans=1,
+    dims=2,
 )
 MINI_SK_BRANCHES = ((3, 1, 8), (3, 2, 8))
 _MINI = dict(
@@ -553,4 +578,64 @@ register_model(
     dict(MINI, branches=MINI_SK_BRANCHES, min_dim=16),
     doc="Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16.",
     **_MINI,
+)
+
+# 1-D and 3-D: the same networks with every conv, BN and pooling of another dimension (not in the
+# paper; docs/architecture.md). Signals (C, L): the ImageNet template in 1-D, 7-tap stem and max
+# pool, for 1024-sample inputs. Clips and volumes (C, T, H, W): torchvision's video ResNets' stem (a
+# 3x7x7 conv with stride (1, 2, 2), no max pool) on the ImageNet template, for 16 x 112 x 112 clips.
+SIGNAL = dict(IMAGENET, dims=1, in_chans=1)
+_SIGNAL = dict(family="signal", input_size=(1, 1024), num_classes=10)
+VIDEO = dict(IMAGENET, dims=3, stem="video")
+_VIDEO = dict(family="video", input_size=(3, 16, 112, 112), num_classes=400)
+
+register_model(
+    "resnext50_32x4d_1d",
+    resnext,
+    dict(SIGNAL, layers=(3, 4, 6, 3)),
+    doc="ResNeXt-50 (32x4d) for signals (C, L): every conv 1-D, K3 a 3-tap conv.",
+    **_SIGNAL,
+)
+register_model(
+    "sknet50_1d",
+    sknet,
+    dict(SIGNAL, layers=(3, 4, 6, 3)),
+    doc="SKNet-50 for signals (C, L): SK[M=2, G=32, r=16] with 3-tap branches at dilation 1 and 2.",
+    **_SIGNAL,
+)
+register_model(
+    "resnext50_32x4d_3d",
+    resnext,
+    dict(VIDEO, layers=(3, 4, 6, 3)),
+    doc="ResNeXt-50 (32x4d) for clips and volumes (C, T, H, W): 3x3x3 grouped convs, a video stem.",
+    **_VIDEO,
+)
+register_model(
+    "sknet50_3d",
+    sknet,
+    dict(VIDEO, layers=(3, 4, 6, 3)),
+    doc="SKNet-50 for clips and volumes (C, T, H, W): SK with 3x3x3 branches at dilation 1 and 2.",
+    **_VIDEO,
+)
+
+# Mini 1-D / 3-D models for the synthetic tasks (bursts-1d: 1 x 256, 5 classes; fashion-mnist-3d:
+# 1 x 16 x 32 x 32, 10 classes): the mini template in another dimension.
+_MINI_1D = dict(_MINI, input_size=(1, 256), num_classes=5)
+_MINI_3D = dict(_MINI, input_size=(1, 16, 32, 32), num_classes=10)
+
+register_model("resnext_mini_1d", resnext, dict(MINI, dims=1), doc="The mini ResNeXt in 1-D (signals).", **_MINI_1D)
+register_model(
+    "sknet_mini_1d",
+    sknet,
+    dict(MINI, dims=1, branches=MINI_SK_BRANCHES, min_dim=16),
+    doc="The mini SKNet in 1-D (signals): 3-tap branches at dilation 1 and 2.",
+    **_MINI_1D,
+)
+register_model("resnext_mini_3d", resnext, dict(MINI, dims=3), doc="The mini ResNeXt in 3-D (volumes).", **_MINI_3D)
+register_model(
+    "sknet_mini_3d",
+    sknet,
+    dict(MINI, dims=3, branches=MINI_SK_BRANCHES, min_dim=16),
+    doc="The mini SKNet in 3-D (volumes): 3x3x3 branches at dilation 1 and 2.",
+    **_MINI_3D,
 )

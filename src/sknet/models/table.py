@@ -51,7 +51,7 @@ def _row(name, model, overrides, entry, params_m, gmacs, paper: PaperFigures | N
         model=model,
         overrides=overrides,
         family=entry.family,
-        input=f"{entry.input_size[1]}x{entry.input_size[2]}",
+        input="x".join(map(str, entry.input_size[1:])),
         params_m=round(params_m, 3),
         gmacs=round(gmacs, 4),
     )

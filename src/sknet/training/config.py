@@ -61,7 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: at the end of every epoch only
     device: str = "auto"
     amp: str = "off"  # off | bf16 | fp16
-    channels_last: bool = False
+    channels_last: bool = False  # channels_last memory format (channels_last_3d for volumes)
     compile: bool = False
     sync_bn: bool = False  # BatchNorm statistics over all processes
     deterministic: bool = False  # torch.use_deterministic_algorithms

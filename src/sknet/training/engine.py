@@ -35,6 +35,12 @@ def autocast(device: torch.device, amp: str = "off"):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last layout of ``ndim``-dimensional batches: channels_last for images,
+    channels_last_3d for clips and volumes; signals have none (contiguous)."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim, torch.contiguous_format)
+
+
 def _prepare(batch, device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(images, targets, skipped)`` on ``device``; ``skipped`` counts unreadable files (0 if the
     loader does not report them). Empty batches are returned as they are."""
@@ -44,7 +50,7 @@ def _prepare(batch, device, channels_last: bool) -> tuple[torch.Tensor, torch.Te
         return images, targets, skipped
     images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
     if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=channels_last_format(images.dim()))
     return images, targets, skipped
 
 

@@ -34,7 +34,7 @@ from ..weights import load_pretrained, read_record, save_weights
 from . import distributed as dist
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_KEYS, TrainConfig, resolve_config, same_values
-from .engine import NonFiniteLossError, evaluate, train_one_epoch
+from .engine import NonFiniteLossError, channels_last_format, evaluate, train_one_epoch
 
 _log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tup
         )  # fmt: skip
         _log.info(f"weights: {loaded['loaded']} tensors loaded from {cfg.weights}{new_head}")
     model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    if cfg.channels_last:  # the layout of the model's kind of input (images, volumes; signals have none)
+        model.to(memory_format=channels_last_format(1 + len(info.input_size)))
     if cfg.sync_bn and world > 1:
         model = dist.convert_sync_batchnorm(model, device)
     return model, overrides

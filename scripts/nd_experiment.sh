@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Do SK units learn in 1-D and 3-D? (docs/architecture.md, "SK in 1-D and 3-D")
+#
+# On each synthetic task where the receptive field matters (bursts-1d: the class is the cycle count
+# of a burst 16-128 samples wide; fashion-mnist-3d: Fashion-MNIST items extruded through a run of
+# slices at random size and place), the mini models of that dimension, several seeds each, with the
+# demo's recipe: the ResNeXt control (K3), a single dilated K3 (K5), the plain sum of K3 and K5, and
+# SK (K3 + K5 with attention). Prints every run's test error and mean +- std per variant.
+#
+#   bash scripts/nd_experiment.sh OUT [SEEDS...]        (defaults: seeds 0 1 2)
+# Environment: DATA (Fashion-MNIST's idx files, default Debian's folder), EPOCHS_1D (10),
+# EPOCHS_3D (4), TRAIN_3D / TEST_3D (the first N training / test volumes, 2000 each; the
+# 3-D convolutions are slow on two CPU cores), PYTHON (.venv/bin/python).
+set -euo pipefail
+OUT=${1:?usage: nd_experiment.sh OUT [SEEDS...]}
+shift
+SEEDS=${*:-0 1 2}
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+PYTHON=${PYTHON:-.venv/bin/python}
+
+run() {  # OUTPUT ARGS...: train unless the run finished already
+    mkdir -p "$(dirname "$1")"
+    [ -f "$1/model.safetensors" ] || $PYTHON -m sknet train --output "$@" > "$1.log"
+}
+variants() {  # TASK DIM ARGS...: the four variants of one task, every seed
+    local task=$1 dim=$2
+    shift 2
+    for seed in $SEEDS; do
+        run "$OUT/$task/k3/seed$seed" --model "resnext_mini_$dim" --seed "$seed" "$@"
+        run "$OUT/$task/k5/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@" \
+            --set 'model_overrides={branches: [[3, 2, 8]]}'
+        run "$OUT/$task/k3k5_sum/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@" \
+            --set 'model_overrides={select: sum}'
+        run "$OUT/$task/k3k5_sk/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@"
+    done
+}
+COMMON="--config fashion_mnist --batch-size 64 --workers 0 --no-progress"
+variants bursts-1d 1d $COMMON --dataset bursts-1d --epochs "${EPOCHS_1D:-10}"
+variants fashion-mnist-3d 3d $COMMON --dataset fashion-mnist-3d --data-dir "$DATA" --epochs "${EPOCHS_3D:-4}" \
+    --set "train_limit=${TRAIN_3D:-2000}" --set "val_limit=${TEST_3D:-2000}"
+
+$PYTHON - "$OUT" <<'EOF'
+import statistics
+import sys
+from pathlib import Path
+
+from sknet.weights import read_record
+
+out = Path(sys.argv[1])
+for task in ("bursts-1d", "fashion-mnist-3d"):
+    print(f"{task}:")
+    for variant in ("k3", "k5", "k3k5_sum", "k3k5_sk"):
+        runs = sorted((out / task / variant).glob("seed*/model.safetensors"))
+        errs = [read_record(r)["metrics"]["test_top1_err"] for r in runs]
+        steps = {read_record(r)["metrics"]["steps"] for r in runs}
+        spread = f" +- {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
+        print(f"  {variant:<9} test error {statistics.fmean(errs):.2f}{spread} % "
+              f"({', '.join(f'{e:.2f}' for e in errs)}; {len(errs)} seeds, {steps} steps)")
+EOF
