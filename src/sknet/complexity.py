@@ -24,7 +24,7 @@ class Complexity:
 
 
 @torch.no_grad()
-def complexity(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> Complexity:
+def complexity(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> Complexity:
     """Count parameters and multiply-adds of ``model`` for one image of ``input_size``.
 
     ``FlopCounterMode`` counts 2 FLOPs per multiply-add of convolutions and matrix

@@ -49,7 +49,7 @@ def save_pretrained(
     model_name: str | None = None,
     overrides: dict | None = None,
     num_classes: int | None = None,
-    input_size: tuple[int, int, int] | None = None,
+    input_size: tuple[int, ...] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     classes: list[str] | None = None,

@@ -18,7 +18,11 @@ def register(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default), torchscript or exported (.pt2)")
     p.add_argument("--output", "-o", help="destination file (default: MODEL[_fused].onnx / .pt / .pt2)")
     p.add_argument(
-        "--input-size", type=int, nargs="+", metavar="N", help="SIZE, H W or C H W (default: the model's, e.g. 224)"
+        "--input-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="SIZE, H W or C H W for images; L (signals); T H W (volumes); default: the model's",
     )
     p.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (checked on batches 1, 3)")
@@ -48,14 +52,17 @@ def run(args) -> int:
     return 0
 
 
-def parse_input_size(values: Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
-    """``S`` -> (C, S, S), ``H W`` -> (C, H, W), ``C H W`` as given; C from the model's default."""
+def parse_input_size(values: Sequence[int] | None, default: Sequence[int]) -> tuple[int, ...]:
+    """The spatial sizes (``L``; ``H W``; ``T H W``) or all of ``C`` and them, as given; for images
+    also one ``SIZE`` for ``SIZE x SIZE``. C comes from the model's default."""
     if not values:
         return tuple(default)
-    if len(values) == 1:
-        return (default[0], values[0], values[0])
-    if len(values) == 2:
-        return (default[0], *values)
-    if len(values) == 3:
+    dims = len(default) - 1
+    if len(values) == dims + 1:
         return tuple(values)
-    raise ValueError(f"--input-size takes SIZE, H W or C H W; got {list(values)}")
+    if len(values) == dims:
+        return (default[0], *values)
+    if len(values) == 1 and dims == 2:
+        return (default[0], values[0], values[0])
+    forms = {1: "L or C L", 2: "SIZE, H W or C H W", 3: "T H W or C T H W"}[dims]
+    raise ValueError(f"--input-size takes {forms} for this model (input {tuple(default)}); got {list(values)}")

@@ -11,7 +11,7 @@ class DatasetInfo:
 
     name: str
     num_classes: int
-    input_size: tuple[int, int, int]  # (C, H, W) the model sees
+    input_size: tuple[int, ...]  # (C, *spatial) the model sees: (C, L), (C, H, W) or (C, T, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] = field(default=())

@@ -25,7 +25,7 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     args: dict  # the model's numbers, passed to builder as keywords
     family: str
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     num_classes: int
     doc: str = ""
     overrides: tuple[str, ...] = field(default=())  # keyword arguments create_model accepts
@@ -41,7 +41,7 @@ def register_model(
     *,
     family: str,
     doc: str = "",
-    input_size: tuple[int, int, int] = (3, 224, 224),
+    input_size: tuple[int, ...] = (3, 224, 224),
     num_classes: int = 1000,
     tunable: Sequence[str] = (),
 ) -> ModelEntry:
