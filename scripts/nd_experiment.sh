@@ -8,7 +8,9 @@
 # SK (K3 + K5 with attention). Prints every run's test error and mean +- std per variant.
 #
 #   bash scripts/nd_experiment.sh OUT [SEEDS...]        (defaults: seeds 0 1 2)
-# Environment: DATA (Fashion-MNIST's idx files, default Debian's folder), EPOCHS_1D (10),
+#   TASKS=fashion-mnist-3d VARIANTS="k3 k3k5_sk" EPOCHS_3D=10 bash scripts/nd_experiment.sh OUT
+# Environment: TASKS (default "bursts-1d fashion-mnist-3d"), VARIANTS (default "k3 k5 k3k5_sum k3k5_sk"),
+# DATA (Fashion-MNIST's idx files, default Debian's folder), EPOCHS_1D (10),
 # EPOCHS_3D (4), TRAIN_3D / TEST_3D (the first N training / test volumes, 2000 each; the
 # 3-D convolutions are slow on two CPU cores), PYTHON (.venv/bin/python).
 set -euo pipefail
@@ -17,29 +19,43 @@ shift
 SEEDS=${*:-0 1 2}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 PYTHON=${PYTHON:-.venv/bin/python}
+TASKS=${TASKS:-bursts-1d fashion-mnist-3d}
+VARIANTS=${VARIANTS:-k3 k5 k3k5_sum k3k5_sk}
 
 run() {  # OUTPUT ARGS...: train unless the run finished already
     mkdir -p "$(dirname "$1")"
     [ -f "$1/model.safetensors" ] || $PYTHON -m sknet train --output "$@" > "$1.log"
 }
-variants() {  # TASK DIM ARGS...: the four variants of one task, every seed
+variant() {  # NAME DIM: sets ARGS to the model and overrides of one variant
+    case $1 in
+        k3) ARGS=(--model "resnext_mini_$2") ;;
+        k5) ARGS=(--model "sknet_mini_$2" --set 'model_overrides={branches: [[3, 2, 8]]}') ;;
+        k3k5_sum) ARGS=(--model "sknet_mini_$2" --set 'model_overrides={select: sum}') ;;
+        k3k5_sk) ARGS=(--model "sknet_mini_$2") ;;
+        *) echo "unknown variant $1 (k3, k5, k3k5_sum, k3k5_sk)" >&2; exit 2 ;;
+    esac
+}
+variants() {  # TASK DIM ARGS...: the chosen variants of one task, every seed
     local task=$1 dim=$2
     shift 2
     for seed in $SEEDS; do
-        run "$OUT/$task/k3/seed$seed" --model "resnext_mini_$dim" --seed "$seed" "$@"
-        run "$OUT/$task/k5/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@" \
-            --set 'model_overrides={branches: [[3, 2, 8]]}'
-        run "$OUT/$task/k3k5_sum/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@" \
-            --set 'model_overrides={select: sum}'
-        run "$OUT/$task/k3k5_sk/seed$seed" --model "sknet_mini_$dim" --seed "$seed" "$@"
+        for name in $VARIANTS; do
+            variant "$name" "$dim"
+            run "$OUT/$task/$name/seed$seed" "${ARGS[@]}" --seed "$seed" "$@"
+        done
     done
 }
 COMMON="--config fashion_mnist --batch-size 64 --workers 0 --no-progress"
-variants bursts-1d 1d $COMMON --dataset bursts-1d --epochs "${EPOCHS_1D:-10}"
-variants fashion-mnist-3d 3d $COMMON --dataset fashion-mnist-3d --data-dir "$DATA" --epochs "${EPOCHS_3D:-4}" \
-    --set "train_limit=${TRAIN_3D:-2000}" --set "val_limit=${TEST_3D:-2000}"
+for task in $TASKS; do
+    case $task in
+        bursts-1d) variants bursts-1d 1d $COMMON --dataset bursts-1d --epochs "${EPOCHS_1D:-10}" ;;
+        fashion-mnist-3d) variants fashion-mnist-3d 3d $COMMON --dataset fashion-mnist-3d --data-dir "$DATA" \
+            --epochs "${EPOCHS_3D:-4}" --set "train_limit=${TRAIN_3D:-2000}" --set "val_limit=${TEST_3D:-2000}" ;;
+        *) echo "unknown task $task (bursts-1d, fashion-mnist-3d)" >&2; exit 2 ;;
+    esac
+done
 
-$PYTHON - "$OUT" <<'EOF'
+$PYTHON - "$OUT" $TASKS <<'EOF'
 import statistics
 import sys
 from pathlib import Path
@@ -47,10 +63,12 @@ from pathlib import Path
 from sknet.weights import read_record
 
 out = Path(sys.argv[1])
-for task in ("bursts-1d", "fashion-mnist-3d"):
+for task in sys.argv[2:]:
     print(f"{task}:")
     for variant in ("k3", "k5", "k3k5_sum", "k3k5_sk"):
         runs = sorted((out / task / variant).glob("seed*/model.safetensors"))
+        if not runs:
+            continue
         errs = [read_record(r)["metrics"]["test_top1_err"] for r in runs]
         steps = {read_record(r)["metrics"]["steps"] for r in runs}
         spread = f" +- {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
