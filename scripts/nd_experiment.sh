@@ -60,9 +60,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from sknet.analysis.study import compare
 from sknet.weights import read_record
 
 out = Path(sys.argv[1])
+rows = []
 for task in sys.argv[2:]:
     print(f"{task}:")
     for variant in ("k3", "k5", "k3k5_sum", "k3k5_sk"):
@@ -71,7 +73,11 @@ for task in sys.argv[2:]:
             continue
         errs = [read_record(r)["metrics"]["test_top1_err"] for r in runs]
         steps = {read_record(r)["metrics"]["steps"] for r in runs}
-        spread = f" +- {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
-        print(f"  {variant:<9} test error {statistics.fmean(errs):.2f}{spread} % "
+        std = statistics.stdev(errs) if len(errs) > 1 else float("nan")
+        rows.append(dict(dataset=task, variant=variant, seeds=len(errs), err_mean=statistics.fmean(errs), err_std=std))
+        print(f"  {variant:<9} test error {rows[-1]['err_mean']:.2f} +- {std:.2f} % "
               f"({', '.join(f'{e:.2f}' for e in errs)}; {len(errs)} seeds, {steps} steps)")
+print("Welch t-tests (difference > 0: the paper's direction):")
+for c in compare(rows):
+    print(f"  {c['dataset']}: {c['claim']}: {c['diff']:+.2f} points, t = {c['t']:.2f}, df = {c['df']}: {c['verdict']}")
 EOF
