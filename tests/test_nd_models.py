@@ -94,8 +94,8 @@ def test_export_command_takes_the_sizes_of_the_models_dimension(tmp_path, capsys
     onnxruntime = pytest.importorskip("onnxruntime")
     out = tmp_path / "v.onnx"
     assert main(["export", "--model", "sknet_mini_3d", "--fuse", "-o", str(out), "--input-size", "8", "16", "16"]) == 0
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == [1, 1, 8, 16, 16]
+    exported = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert exported.get_inputs()[0].shape == [1, 1, 8, 16, 16]
     bad = ["export", "--model", "sknet_mini_1d", "-o", str(tmp_path / "s.onnx"), "--input-size", "1", "8", "8"]
     assert main(bad) == 2
     assert "takes L or C L for this model (input (1, 256)); got [1, 8, 8]" in capsys.readouterr().err
