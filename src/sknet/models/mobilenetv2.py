@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, SKConv
+from ..layers import ConvBnAct
 from .backbone import Backbone
 from .init import init_weights
 from .registry import register_model
-from .shufflenetv2 import SK_DW_BRANCHES
+from .shufflenetv2 import SK_DW_BRANCHES, DepthwiseSK
 
 RELU6 = functools.partial(nn.ReLU6, inplace=True)
 
@@ -56,20 +56,6 @@ class DepthwiseConvReLU6:
         return ConvBnAct(channels, channels, 3, stride, 1, channels, act=RELU6)
 
 
-class DepthwiseSKReLU6:
-    """A depthwise SK conv in place of MobileNetV2's depthwise 3x3.
-
-    Branches end in BN + ReLU6, as MobileNetV2's depthwise step does, so a one-branch SK unit
-    is exactly the baseline's (our choice, docs/architecture.md).
-    """
-
-    def __init__(self, **sk_kwargs) -> None:
-        self.sk_kwargs = sk_kwargs
-
-    def __call__(self, channels: int, stride: int) -> nn.Module:
-        return SKConv(channels, channels, stride=stride, act=RELU6, **self.sk_kwargs)
-
-
 class InvertedResidual(nn.Module):
     """1x1 expansion + BN + ReLU6 (none when ``expansion == 1``), the depthwise step, 1x1 projection
     + BN (linear bottleneck); the input is added when the stride is 1 and the widths agree."""
@@ -92,7 +78,7 @@ class MobileNetV2(Backbone):
 
     Args:
         width_mult: Width multiplier (torchvision's ``width_mult``); widths rounded to multiples of 8.
-        dw_layer: Builds each depthwise step (:class:`DepthwiseConvReLU6` or :class:`DepthwiseSKReLU6`).
+        dw_layer: Builds each depthwise step (:class:`DepthwiseConvReLU6` or :class:`DepthwiseSK` with ``act=RELU6``).
         num_classes: Classifier outputs.
         in_chans: Input image channels.
         drop_rate: Dropout before the classifier (torchvision's 0.2).
@@ -158,7 +144,7 @@ def mobilenetv2_sk(
     drop_rate: float = 0.2,
 ):
     """MobileNetV2 with every depthwise 3x3 replaced by a depthwise SK conv (branches end in BN + ReLU6)."""
-    dw = DepthwiseSKReLU6(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+    dw = DepthwiseSK(act=RELU6, branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
     return MobileNetV2(width_mult, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
 
 

@@ -34,17 +34,18 @@ class DepthwiseConv:
 
 
 class DepthwiseSK:
-    """A depthwise SK conv in place of the depthwise 3x3.
+    """A depthwise SK conv in place of a depthwise 3x3.
 
-    Branches end in BN without ReLU, keeping ShuffleNetV2's linear depthwise step,
-    so a one-branch SK unit is exactly the baseline's (our choice, docs/architecture.md).
+    Each branch ends in BN and then ``act``, the activation of the depthwise step it replaces:
+    none for ShuffleNetV2's linear step (the default), ReLU6 for MobileNetV2's; so a one-branch SK
+    unit is exactly the baseline's (our choice, docs/architecture.md).
     """
 
-    def __init__(self, **sk_kwargs) -> None:
-        self.sk_kwargs = sk_kwargs
+    def __init__(self, act=False, **sk_kwargs) -> None:
+        self.act, self.sk_kwargs = act, sk_kwargs
 
     def __call__(self, channels: int, stride: int) -> nn.Module:
-        return SKConv(channels, channels, stride=stride, act=False, **self.sk_kwargs)
+        return SKConv(channels, channels, stride=stride, act=self.act, **self.sk_kwargs)
 
 
 def _conv1x1_bn_relu(cin: int, cout: int) -> list[nn.Module]:
