@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import nn
 
-from ..layers import AttentionNorm, ConvBnAct, SKAttention
+from ..layers import BATCH_NORMS, CONVS, AttentionNorm, ConvBnAct, SKAttention
 from ..models.resnext import Bottleneck, ResNeXt
 
 __all__ = ["fold_bn_into_conv", "fold_bn_into_linear", "fuse"]
@@ -49,8 +49,8 @@ def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
     return scale, shift
 
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = tuple(CONVS.values())
+_BATCH_NORMS = tuple(BATCH_NORMS.values())
 
 
 def _foldable(bn: nn.Module, kinds: tuple[type, ...] = _BATCH_NORMS) -> bool:
