@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import SKAttention, SqueezeExcite
+from ..layers import BATCH_NORMS, CONVS, SKAttention, SqueezeExcite
+
+_CONVS, _BATCH_NORMS = tuple(CONVS.values()), tuple(BATCH_NORMS.values())  # 1-D, 2-D and 3-D
 
 
 def init_weights(model: nn.Module) -> None:
@@ -14,14 +16,14 @@ def init_weights(model: nn.Module) -> None:
     SE fcs follow the attention fcs (std 0.01; our choice, docs/architecture.md).
     """
     for m in model.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
+        if isinstance(m, _CONVS):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(m, _BATCH_NORMS):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.bias is not None:
+        if isinstance(m, (*_CONVS, nn.Linear)) and m.bias is not None:
             nn.init.zeros_(m.bias)
     for m in model.modules():
         if isinstance(m, SqueezeExcite):
