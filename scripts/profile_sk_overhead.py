@@ -9,8 +9,10 @@ attention MLP, the select, copies), and the top ops (CPU) or kernels (CUDA) of e
         --memory-format channels_last --json OUT.json
 
 Times are self times: CPU time on the CPU, GPU kernel time on CUDA (each kernel counted for the
-op that launched it). Each op's time is the median over ``--rounds`` profiled steps, after two
-warm-up steps (with ``cudnn.benchmark`` on CUDA, as a training script would set it). Classes:
+op that launched it). After two warm-up steps of each (with ``cudnn.benchmark`` on CUDA, as a
+training script would set it) the two models take turns: in each of ``--rounds`` rounds a
+timed step of each, then a profiled step of each; every figure is the median over the rounds.
+Classes:
 ops run inside an SK attention module or the classifier count for it (profiler ranges opened
 by forward hooks); any other op counts for the outermost ``aten::`` op around it, classed by
 name and, for a convolution, by kernel size, groups and dilation (recorded by the profiler);
@@ -190,40 +192,59 @@ def make_step(model, x, y, mode: str, dtype):
     return step
 
 
-def profile_step(model, args, device: torch.device, dtype) -> dict:
-    """Per class and per op / kernel: median ms over the profiled steps; and the step's wall ms."""
+def profile_once(model, step, device: torch.device) -> tuple[collections.Counter, collections.Counter]:
+    """One profiled step: ms per op class, and per op (CPU) or kernel (CUDA)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with tagged(model), profile(activities=activities, record_shapes=True) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    classes, ops = collections.Counter(), collections.Counter()
+    for e, cls in classify_events(prof.events()):
+        t = self_time(e, device)
+        if t > 0:
+            classes[cls] += t
+            if device.type == "cpu" and not e.name.startswith(TAG):
+                ops[e.name] += t
+    if device.type == "cuda":  # kernels by name, each counted once
+        for k in prof.key_averages():
+            if k.device_type == torch.autograd.DeviceType.CUDA:
+                ops[k.key] += k.self_device_time_total / 1e3
+    return classes, ops
+
+
+def profile_models(models: dict, args, device: torch.device, dtype) -> dict[str, dict]:
+    """Per model: the step's wall ms, and ms per class and per op / kernel, each the median
+    over ``args.rounds``. The models take turns in every round (a timed step each, then a
+    profiled step each), so that a slow spell of a shared machine hits all of them."""
     layout = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
-    model = model.to(device, memory_format=layout)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, NUM_CLASSES, (args.batch,), device=device)
-    step = make_step(model, x, y, args.mode, dtype)
-    wall = median_ms(step, device, rounds=args.rounds, warmup=2)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    rounds = {"classes": [], "ops": []}
+    steps = {}
+    for name, model in models.items():
+        model = model.to(device, memory_format=layout)
+        steps[name] = (model, make_step(model, x, y, args.mode, dtype))
+    walls, profiles = collections.defaultdict(list), collections.defaultdict(list)
+    for _model, step in steps.values():
+        step(), step()  # warm-up (and cudnn.benchmark's search)
     for _ in range(args.rounds):
-        with tagged(model), profile(activities=activities, record_shapes=True) as prof:
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-        classes, ops = collections.Counter(), collections.Counter()
-        for e, cls in classify_events(prof.events()):
-            t = self_time(e, device)
-            if t > 0:
-                classes[cls] += t
-                if device.type == "cpu" and not e.name.startswith(TAG):
-                    ops[e.name] += t
-        if device.type == "cuda":  # kernels by name, each counted once
-            for k in prof.key_averages():
-                if k.device_type == torch.autograd.DeviceType.CUDA:
-                    ops[k.key] += k.self_device_time_total / 1e3
-        rounds["classes"].append(classes)
-        rounds["ops"].append(ops)
+        for name, (_model, step) in steps.items():
+            walls[name].append(median_ms(step, device, rounds=1, warmup=0))
+        for name, (model, step) in steps.items():
+            profiles[name].append(profile_once(model, step, device))
 
     def median(per_round):
         keys = set().union(*per_round)
         return {k: statistics.median(r.get(k, 0.0) for r in per_round) for k in keys}
 
-    return {"wall_ms": wall, "classes": median(rounds["classes"]), "ops": median(rounds["ops"])}
+    return {
+        name: {
+            "wall_ms": statistics.median(walls[name]),
+            "classes": median([c for c, _ in profiles[name]]),
+            "ops": median([o for _, o in profiles[name]]),
+        }  # fmt: skip
+        for name in steps
+    }
 
 
 def report(sk: dict, rx: dict, args, top: int) -> dict:
@@ -276,9 +297,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, threads {torch.get_num_threads()}"
     print(f"{args.mode}, batch {args.batch}, {args.size}x{args.size}, {args.dtype}, {args.memory_format}, "
           f"{name}, torch {torch.__version__}, malloc {'freed memory kept' if kept else 'as is'}")  # fmt: skip
-    sk = profile_step(sknet.create_model("sknet50"), args, device, dtype)
-    rx = profile_step(torchvision.models.resnext50_32x4d(), args, device, dtype)
-    result = report(sk, rx, args, args.top)
+    models = {"sknet50": sknet.create_model("sknet50"), "resnext50": torchvision.models.resnext50_32x4d()}
+    result = profile_models(models, args, device, dtype)
+    result = report(result["sknet50"], result["resnext50"], args, args.top)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

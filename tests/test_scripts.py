@@ -47,8 +47,9 @@ def test_profile_puts_the_second_branch_in_its_own_class():
     args = types.SimpleNamespace(memory_format="channels_last", batch=2, size=32, mode="train", rounds=1)
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    sk = profiler.profile_step(sknet.create_model("sknet50"), args, cpu, torch.float32)["classes"]
-    rx = profiler.profile_step(torchvision.models.resnext50_32x4d(), args, cpu, torch.float32)["classes"]
+    models = {"sk": sknet.create_model("sknet50"), "rx": torchvision.models.resnext50_32x4d()}
+    result = profiler.profile_models(models, args, cpu, torch.float32)
+    sk, rx = result["sk"]["classes"], result["rx"]["classes"]
     for classes in (sk, rx):
         for cls in ("stem conv", "1x1 conv", "grouped 3x3 conv, dilation 1", "batch norm", "optimizer"):
             assert classes.get(cls, 0) > 0 and classes.get(f"{cls} (backward)", 0) > 0 or cls == "optimizer", cls
