@@ -14,7 +14,7 @@
 # stage's printed output, in order), $OUT/gpu_bench.tgz (those outputs, the JSON reports, the
 # logs, the environment).
 #
-# Run from the repository root:  OUT=/some/dir bash scripts/gpu_bench.sh   (timeout_s 420)
+# Run from the repository root:  OUT=/some/dir bash scripts/gpu_bench.sh   (device call: timeout_s 540; stage limits add up to 495 s)
 # Environment: DEVICE=cuda BATCH=256 SIZE=224 DTYPE=bf16 PYTHON=python3 COMPILE=1
 # The same code paths on a CPU, in about 3 minutes (a check of the logic):
 #   OUT=/tmp/gb DEVICE=cpu BATCH=2 SIZE=64 DTYPE=fp32 PYTHON=.venv/bin/python COMPILE=0 bash scripts/gpu_bench.sh
