@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where SKNet-50 loses speed against ResNeXt-50 on a GPU, and how fast it is
-# (docs/performance.md): one call of about 5 minutes on an H100 / H200 with 16 CPU cores.
+# (docs/performance.md): one call of about 6-7 minutes on an H100 / H200 with 16 CPU cores.
 #   1. profiles (scripts/profile_sk_overhead.py): one SKNet-50 and one ResNeXt-50 step, bf16
 #      autocast, batch 256, {inference, training} x {channels_last, NCHW}; GPU kernel time per
 #      op class and the top kernels of each model.
