@@ -5,6 +5,7 @@ from .se import SqueezeExcite
 from .sk_conv import (
     FAST_PARTS,
     SELECT_MODES,
+    SK_BRANCHES,
     SK_IMPLS,
     AttentionNorm,
     Branch,
@@ -20,6 +21,7 @@ __all__ = [
     "CONVS",
     "FAST_PARTS",
     "SELECT_MODES",
+    "SK_BRANCHES",
     "SK_IMPLS",
     "AttentionNorm",
     "Branch",

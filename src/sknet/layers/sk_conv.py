@@ -37,6 +37,8 @@ from .conv_bn_act import BATCH_NORMS, ConvBnAct, check_dims
 
 _BATCH_NORMS = tuple(BATCH_NORMS.values())
 
+# The paper's SK unit: K3 and K5, the 5x5 computed as a 3x3 at dilation 2, each with G = 32 groups.
+SK_BRANCHES = ((3, 1, 32), (3, 2, 32))
 SELECT_MODES = ("attention", "sum")
 SK_IMPLS = ("reference", "fast")
 # Parts of the fast path the ablation can switch off: spec token -> SKConv attribute.
@@ -243,7 +245,7 @@ class SKConv(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        branches: Sequence = ((3, 1, 32), (3, 2, 32)),
+        branches: Sequence = SK_BRANCHES,
         stride: int = 1,
         reduction: int = 16,
         min_dim: int = 32,
