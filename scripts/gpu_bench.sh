@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where SKNet-50 loses speed against ResNeXt-50 on a GPU, and how fast it is
-# (docs/performance.md): one call of about 6-7 minutes on an H100 / H200 with 16 CPU cores.
+# (docs/performance.md). About 6-7 minutes on one H100 / H200 with 16 CPU cores, in three stages:
 #   1. profiles (scripts/profile_sk_overhead.py): one SKNet-50 and one ResNeXt-50 step, bf16
 #      autocast, batch 256, {inference, training} x {channels_last, NCHW}; GPU kernel time per
 #      op class and the top kernels of each model.
@@ -9,12 +9,12 @@
 #   3. `sknet bench`: SKNet-50 against torchvision's ResNeXt-50 and timm's SK-ResNeXt-50,
 #      eager (with the fast path's ablations and the fused models), then compiled inference,
 #      then compiled training (SKNet-50 and ResNeXt-50).
-# Every stage has its own time limit and its own files, so a stage that runs out of time loses
-# only itself. What comes back (the device tool returns at most 8 files): $OUT/report.md (every
-# stage's printed output, in order), $OUT/gpu_bench.tgz (those outputs, the JSON reports, the
-# logs, the environment).
+# Each command has its own time limit (45-110 s; 495 s in all, so the script ends within about 9
+# minutes however slow the machine) and its own files, so a command that runs out of time loses
+# only itself. Output: $OUT/report.md (every command's printed output, in order) and
+# $OUT/gpu_bench.tgz (those outputs, the JSON reports, the logs, the environment).
 #
-# Run from the repository root:  OUT=/some/dir bash scripts/gpu_bench.sh   (device call: timeout_s 540; stage limits add up to 495 s)
+# Run from the repository root:  OUT=/some/dir bash scripts/gpu_bench.sh
 # Environment: DEVICE=cuda BATCH=256 SIZE=224 DTYPE=bf16 PYTHON=python3 COMPILE=1
 # The same code paths on a CPU, in about 3 minutes (a check of the logic):
 #   OUT=/tmp/gb DEVICE=cpu BATCH=2 SIZE=64 DTYPE=fp32 PYTHON=.venv/bin/python COMPILE=0 bash scripts/gpu_bench.sh

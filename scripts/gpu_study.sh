@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The replication grid at the longer recipe on one GPU machine (docs/replication.md), sized
-# for one call of at most 9 minutes on an H100 / H200 with 16 CPU cores:
+# The replication grid at the longer recipe on one GPU (docs/replication.md), in about 9 minutes
+# on an H100 / H200 with 16 CPU cores (the two time limits below bound it):
 #   1. `sknet study` (the study recipe: EPOCHS epochs on all 60,000 images, batch 256): the 9
 #      mini models x DATASETS x SEEDS, PARALLEL runs at once (one process each, one CPU thread
-#      each, all sharing the GPU). Seed-major order and a time limit: if the machine is
+#      each, all sharing the GPU). Seed-major order and a time limit: no run starts that would end
+#      after STUDY_LIMIT_S (360 s), and the study is stopped 90 s after it; if the machine is
 #      slower than planned, whole seeds finish and the rest is reported as not started
 #      (rerun with the same STUDY folder to continue; finished runs are skipped).
 #   2. scripts/analyze_study.sh: `sknet analyze` (Fig. 3 / Fig. 4) on every seed of the SK
@@ -12,10 +13,10 @@
 #      SK models' weights; never checkpoint.pt), plus results.md, comparisons.csv and
 #      gpu_study.log beside it.
 #
-# On the device machine the data must travel with the tree (it is git-ignored):
-#   mkdir -p .data && cp -r /usr/share/datasets/fashion-mnist .data/    # once, here
-#   run: OUT=$OUT bash scripts/gpu_study.sh   carry [".data/fashion-mnist"], timeout_s 600
-# Environment (defaults for that call):
+# Data: Fashion-MNIST's four idx files in DATA, by default .data/fashion-mnist inside the
+# repository (git-ignored), e.g.  mkdir -p .data && cp -r /usr/share/datasets/fashion-mnist .data/
+# Run from the repository root:  OUT=/some/dir bash scripts/gpu_study.sh
+# Environment (defaults):
 #   DATA=.data/fashion-mnist  DATASETS=fashion-mnist-scaled  EPOCHS=4  PARALLEL=16
 #   SEEDS="0 1 2"  STUDY_LIMIT_S=360  ANALYSIS_LIMIT_S=100  DEVICE=cuda  STUDY=runs/study_gpu
 #   PYTHON=python3

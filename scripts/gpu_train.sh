@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check for training (issue #3), for the coordinator's H100 run. About 4-6 minutes.
+# Training on a GPU, end to end (docs/training.md): about 4-6 minutes on one H100; each step is
+# limited to 240 s.
 # Run from the repo root: PYTHONPATH=src OUT=/some/dir bash scripts/gpu_train.sh
 # Writes $OUT/gpu_train.log (everything) and $OUT/gpu_train.json (the figures).
 # Checks: CUDA training with --amp bf16/fp16 + --channels-last (+ --compile), SKNet-50 at 224 on
