@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import sknet
-from conftest import randomize_bn
-from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, sk_impl
-from test_fast_sk import BRANCHES, _run, assert_as_accurate, assert_close_rel
+from conftest import BRANCHES, assert_as_accurate, assert_close_rel, randomize_bn, run_step
+from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, sk_fast, sk_impl, sk_lean
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,9 +29,9 @@ def _input(dims: int, batch: int = 16, channels: int = 16, layout: str = "contig
 def test_fast_path_matches_reference_in_1d_and_3d(dims, name, stride, training):
     sk = randomize_bn(SKConv(16, 16, BRANCHES[name], stride=stride, min_dim=8, dims=dims)).train(training)
     x = _input(dims)
-    ref_out, ref_gx, ref_grads, ref_stats = _run(sk, x, "reference")
-    _, exact_gx, exact_grads, _ = _run(sk, x, "reference", torch.float64)
-    out, gx, grads, stats = _run(sk, x, "fast")
+    ref_out, ref_gx, ref_grads, ref_stats = run_step(sk, x, "reference")
+    _, exact_gx, exact_grads, _ = run_step(sk, x, "reference", torch.float64)
+    out, gx, grads, stats = run_step(sk, x, "fast")
     expected = [(s + 2 * 1 - 3) // stride + 1 if stride == 2 else s for s in SIZES[dims]]  # K3, pad 1
     assert out.shape == (16, 16, *expected)
     assert_close_rel(out, ref_out)
@@ -48,7 +47,7 @@ def test_fast_path_matches_reference_in_1d_and_3d(dims, name, stride, training):
     for n in stats:
         torch.testing.assert_close(stats[n], ref_stats[n], rtol=1e-5, atol=1e-7)
     lean = training and len(BRANCHES[name]) == 2
-    assert sk._lean_training_applies(x.requires_grad_(True)) == lean
+    assert sk_lean.applies(sk, x.requires_grad_(True)) == lean
 
 
 @pytest.mark.parametrize("dims", [1, 3])
@@ -58,7 +57,7 @@ def test_the_same_maths_in_float64(dims, name, training):
     """Fast and reference agree elementwise to 1e-10 in float64, in 1-D and 3-D too."""
     sk = randomize_bn(SKConv(16, 16, BRANCHES[name], stride=2, min_dim=8, dims=dims)).train(training)
     x = _input(dims, batch=3)
-    ref, fast = _run(sk, x, "reference", torch.float64), _run(sk, x, "fast", torch.float64)
+    ref, fast = run_step(sk, x, "reference", torch.float64), run_step(sk, x, "fast", torch.float64)
     for a, b in zip(fast[:2], ref[:2]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     for n in ref[2]:
@@ -68,22 +67,20 @@ def test_the_same_maths_in_float64(dims, name, training):
 def test_3d_keeps_channels_last_3d_and_the_strided_dilated_branch_runs_dense(monkeypatch):
     """channels_last_3d in, channels_last_3d out and back (input gradient); the stride-2 dilated
     branch trains as a stride-1 conv on every other voxel (the 2-D rewrite, in 3-D)."""
-    from sknet.layers import sk_conv
-
-    calls, conv3d = [], sk_conv.F.conv3d
+    calls, conv3d = [], sk_fast.F.conv3d
 
     def recording_conv3d(x, weight, bias, stride, padding, dilation, groups):
         calls.append((tuple(stride), tuple(dilation)))
         return conv3d(x, weight, bias, stride, padding, dilation, groups)
 
-    monkeypatch.setattr(sk_conv.F, "conv3d", recording_conv3d)
+    monkeypatch.setattr(sk_fast.F, "conv3d", recording_conv3d)
     sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], stride=2, min_dim=8, dims=3)).train()
     x = _input(3, layout="channels_last_3d")
-    out, gx, _, _ = _run(sk, x, "fast")
+    out, gx, _, _ = run_step(sk, x, "fast")
     assert calls == [((2, 2, 2), (1, 1, 1)), ((1, 1, 1), (1, 1, 1))]
     assert out.is_contiguous(memory_format=torch.channels_last_3d)
     assert gx.is_contiguous(memory_format=torch.channels_last_3d)
-    ref_out, ref_gx, _, _ = _run(sk, x, "reference")
+    ref_out, ref_gx, _, _ = run_step(sk, x, "reference")
     assert_close_rel(out, ref_out)
     assert_close_rel(gx, ref_gx, rtol=1e-4)
 

@@ -2,14 +2,17 @@
 
 What is folded (docs/performance.md measures what each step buys):
 
-- every BatchNorm that directly follows a convolution into that convolution's weights and a bias
-  (``ConvBnAct``, the bottleneck's ``conv1/bn1`` and ``conv3/bn3``, the stem, the projection
-  shortcut ``Sequential(conv, bn)``, ShuffleNetV2's ``Sequential`` units; torchvision's ResNet /
-  ResNeXt too, so a comparison can fuse both sides);
+- every BatchNorm that directly follows a convolution into that convolution's weights and a bias:
+  in :class:`ConvBnAct`, in an ``nn.Sequential`` (the projection shortcut, ShuffleNetV2's units),
+  and the pairs a module declares in its ``fuse_pairs`` attribute (the ResNeXt stem, the bottleneck's
+  ``conv1/bn1`` and ``conv3/bn3``); torchvision's ResNet / ResNeXt too (:data:`FOREIGN_PAIRS`), so a
+  comparison can fuse both sides;
 - the attention BN of every :class:`SKAttention` into ``fc_reduce`` (eval BN is affine);
-- for two branches, the select map's two row blocks into one: a softmax over ``(l_1, l_2)`` is
-  ``sigmoid(l_1 - l_2)``, so ``fc_select`` becomes ``d -> C`` with weight ``W_1 - W_2``
-  (:attr:`SKAttention.pairwise`); the attention module still returns ``(B, 2, C)`` for hooks.
+- for two branches, the attention becomes a :class:`PairwiseAttention`: a softmax over
+  ``(l_1, l_2)`` is ``sigmoid(l_1 - l_2)``, so the select map's two row blocks become one.
+
+A BatchNorm is folded when it is one (:func:`~sknet.layers.is_plain_batchnorm`): a BatchNorm that
+also applies an activation, such as timm's ``BatchNormAct2d``, is left alone.
 
 The result uses only standard modules and tensor ops (no custom autograd Functions), so
 ``torch.onnx.export``, ``torch.jit.trace`` and ``torch.export`` take it. It is meant for
@@ -21,42 +24,26 @@ from __future__ import annotations
 import copy
 
 import torch
+import torchvision
 from torch import nn
 
-from ..layers import BATCH_NORMS, CONVS, AttentionNorm, ConvBnAct, SKAttention
-from ..models.resnext import Bottleneck, ResNeXt
+from ..layers import CONVS, ConvBnAct, SKAttention, bn_affine, is_plain_batchnorm
+from ..layers.functional import gap
 
-__all__ = ["fold_bn_into_conv", "fold_bn_into_linear", "fuse"]
+__all__ = ["FOREIGN_PAIRS", "PairwiseAttention", "fold_bn_into_conv", "fold_bn_into_linear", "fuse"]
 
-# Modules whose forward applies ``bnX`` directly to ``convX``'s output (attribute pairs).
-_NAMED_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
-    f"{ResNeXt.__module__}.ResNeXt": (("conv1", "bn1"),),
-    f"{Bottleneck.__module__}.Bottleneck": (("conv1", "bn1"), ("conv3", "bn3")),
-    "torchvision.models.resnet.ResNet": (("conv1", "bn1"),),
-    "torchvision.models.resnet.Bottleneck": (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
-    "torchvision.models.resnet.BasicBlock": (("conv1", "bn1"), ("conv2", "bn2")),
+# Other libraries' modules whose forward applies ``bnX`` directly to ``convX``'s output. Ours say so
+# themselves, in a ``fuse_pairs`` class attribute.
+FOREIGN_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
+    torchvision.models.resnet.ResNet: (("conv1", "bn1"),),
+    torchvision.models.resnet.Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    torchvision.models.resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
 }
-
-
-def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BN as ``y = scale * x + shift`` (per channel)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
-
-
 _CONVS = tuple(CONVS.values())
-_BATCH_NORMS = tuple(BATCH_NORMS.values())
 
 
-def _foldable(bn: nn.Module, kinds: tuple[type, ...] = _BATCH_NORMS) -> bool:
-    """Exactly a plain BN with running statistics (subclasses such as timm's BatchNormAct2d also
-    apply an activation, so they are left alone)."""
-    return type(bn) in kinds and bn.running_var is not None
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return type(conv) in _CONVS and is_plain_batchnorm(bn)
 
 
 @torch.no_grad()
@@ -75,7 +62,7 @@ def fold_bn_into_conv(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._B
         device=conv.weight.device,
         dtype=conv.weight.dtype,
     )
-    scale, shift = _bn_affine(bn)
+    scale, shift = bn_affine(bn)
     fused.weight.copy_(conv.weight * scale.view(-1, *[1] * (conv.weight.dim() - 1)))
     fused.bias.copy_(shift if conv.bias is None else conv.bias * scale + shift)
     return fused
@@ -87,30 +74,56 @@ def fold_bn_into_linear(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
     fused = nn.Linear(
         linear.in_features, linear.out_features, bias=True, device=linear.weight.device, dtype=linear.weight.dtype
     )
-    scale, shift = _bn_affine(bn)
+    scale, shift = bn_affine(bn)
     fused.weight.copy_(linear.weight * scale[:, None])
     fused.bias.copy_(shift if linear.bias is None else linear.bias * scale + shift)
     return fused
 
 
-@torch.no_grad()
-def _fuse_attention(attn: SKAttention) -> None:
-    if _foldable(attn.bn, (nn.BatchNorm1d, AttentionNorm)):
+class PairwiseAttention(nn.Module):
+    """A two-branch :class:`SKAttention` in inference form, returning the same ``(B, 2, C)``.
+
+    A softmax over two logits is the sigmoid of their difference, so ``fc_select`` maps ``d -> C``
+    with weight ``W_1 - W_2`` (the difference of the original's two row blocks), and the attention
+    is ``(sigmoid(l_1 - l_2), 1 - sigmoid(l_1 - l_2))``.
+    """
+
+    @torch.no_grad()
+    def __init__(self, attn: SKAttention) -> None:
+        super().__init__()
+        if attn.num_paths != 2:
+            raise ValueError(f"PairwiseAttention needs two branches, got {attn.num_paths}")
+        self.channels, self.dim = attn.channels, attn.dim
+        self.fc_reduce, self.bn, self.act = attn.fc_reduce, attn.bn, attn.act
+        w = attn.fc_select.weight  # (2C, d): rows [0, C) give l_1, rows [C, 2C) give l_2
+        self.fc_select = nn.Linear(attn.dim, attn.channels, bias=False, device=w.device, dtype=w.dtype)
+        self.fc_select.weight.copy_(w[: attn.channels] - w[attn.channels :])  # (C, d): l_1 - l_2
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        s = gap(u) if u.dim() > 2 else u  # (B, C)
+        a1 = torch.sigmoid(self.fc_select(self.act(self.bn(self.fc_reduce(s)))))  # (B, C)
+        return torch.stack([a1, 1 - a1], dim=1)  # (B, 2, C)
+
+
+def _fuse_attention(attn: SKAttention) -> nn.Module:
+    if is_plain_batchnorm(attn.bn):
         attn.fc_reduce = fold_bn_into_linear(attn.fc_reduce, attn.bn)
         attn.bn = nn.Identity()
-    if attn.num_paths == 2 and not attn.pairwise:
-        w = attn.fc_select.weight  # (2C, d): rows [0, C) give l_1, rows [C, 2C) give l_2
-        select = nn.Linear(attn.dim, attn.channels, bias=False, device=w.device, dtype=w.dtype)
-        select.weight.copy_(w[: attn.channels] - w[attn.channels :])  # (C, d): l_1 - l_2
-        attn.fc_select = select
-        attn.pairwise = True
+    return PairwiseAttention(attn) if attn.num_paths == 2 else attn
+
+
+def _fuse_pairs(module: nn.Module, pairs: tuple[tuple[str, str], ...]) -> None:
+    for conv_name, bn_name in pairs:
+        conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+        if _foldable(conv, bn):
+            setattr(module, conv_name, fold_bn_into_conv(conv, bn))
+            setattr(module, bn_name, nn.Identity())
 
 
 def _fuse_sequential(seq: nn.Sequential) -> None:
     for i in range(len(seq) - 1):
-        conv, bn = seq[i], seq[i + 1]
-        if type(conv) in _CONVS and _foldable(bn):
-            seq[i] = fold_bn_into_conv(conv, bn)
+        if _foldable(seq[i], seq[i + 1]):
+            seq[i] = fold_bn_into_conv(seq[i], seq[i + 1])
             seq[i + 1] = nn.Identity()
 
 
@@ -130,18 +143,12 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
         model = copy.deepcopy(model)
     model.eval()
     for module in list(model.modules()):
-        key = f"{type(module).__module__}.{type(module).__qualname__}"
         if isinstance(module, ConvBnAct):
-            if type(module.conv) in _CONVS and _foldable(module.bn):
-                module.conv = fold_bn_into_conv(module.conv, module.bn)
-                module.bn = nn.Identity()
-        elif isinstance(module, SKAttention):
-            _fuse_attention(module)
+            _fuse_pairs(module, (("conv", "bn"),))
         elif isinstance(module, nn.Sequential):
             _fuse_sequential(module)
-        for conv_name, bn_name in _NAMED_PAIRS.get(key, ()):
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if type(conv) in _CONVS and _foldable(bn):
-                setattr(module, conv_name, fold_bn_into_conv(conv, bn))
-                setattr(module, bn_name, nn.Identity())
+        _fuse_pairs(module, getattr(module, "fuse_pairs", FOREIGN_PAIRS.get(type(module), ())))
+        for name, child in module.named_children():
+            if isinstance(child, SKAttention):
+                setattr(module, name, _fuse_attention(child))
     return model
