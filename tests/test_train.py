@@ -144,6 +144,39 @@ def test_resume_restores_every_global_rng(tmp_path, monkeypatch):
     assert torch.equal(ra["numpy"][1], rb["numpy"][1]) and ra["numpy"][2] == rb["numpy"][2]
 
 
+def test_resume_after_a_batch_of_unreadable_files_is_exact(tmp_path, monkeypatch):
+    """A batch whose every file is unreadable takes no optimizer step, but it is a batch of the epoch
+    all the same: a run stopped after it resumes at the batch that follows, not at one it trained on."""
+    from torch.utils.data import Subset
+
+    import sknet.training.loop as train_module
+
+    # The second batch of the first epoch, as the sampler shuffles it (seed 0 + epoch 0), is unreadable.
+    unreadable = set(torch.randperm(64, generator=torch.Generator().manual_seed(0))[16:32].tolist())
+
+    class Unreadable(Subset):
+        def __getitem__(self, index):
+            return None if index in unreadable else super().__getitem__(index)
+
+        def __getitems__(self, indices):
+            return [self[i] for i in indices]
+
+    def with_unreadable_files(cfg, *args):
+        train_set, val_set, info = build_data(cfg, *args)
+        return Unreadable(train_set, range(len(train_set))), val_set, info
+
+    build_data = train_module.build_data
+    monkeypatch.setattr(train_module, "build_data", with_unreadable_files)
+    cfg = tiny(tmp_path)
+    straight = train(**dict(cfg, output=str(tmp_path / "straight")))
+    train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=2))  # batches 1, 2 (unreadable) and 3
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["run"]["batch"] == 3
+    resumed = train(**dict(cfg, output=str(tmp_path / "resumed"), resume=True))
+    assert resumed["steps"] == straight["steps"] == 3 + 4
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_kill_9_while_checkpointing_leaves_a_loadable_checkpoint(tmp_path):
     cfg = tiny(tmp_path, epochs=30, max_steps=120, checkpoint_every=1)

@@ -8,11 +8,13 @@ returned, so every rank reports the global figures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -83,100 +85,147 @@ class Progress:
             self.bar.close()
 
 
+def new_totals() -> dict:
+    """An epoch's running sums, at its start."""
+    return dict(loss=0.0, correct=0.0, images=0.0, skipped=0.0, seconds=0.0)
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: what :func:`train_one_epoch` continues from and returns.
+
+    ``step`` counts the optimizer steps of the whole run, ``batch`` the loader's batches done in
+    this epoch (trained on, or skipped as unreadable), ``totals`` the epoch's running sums
+    (``loss``, ``correct``, ``images``, ``skipped``, ``seconds``; over all ranks), so an epoch
+    resumed part-way reports the figures of an uninterrupted one.
+    """
+
+    step: int = 0
+    batch: int = 0
+    totals: dict = field(default_factory=new_totals)
+    completed: bool = False  # the loader was exhausted (not stopped by max_steps)
+
+    @property
+    def train_loss(self) -> float:
+        return self.totals["loss"] / max(self.totals["images"], 1.0)
+
+    @property
+    def train_acc(self) -> float:
+        """Percent of the epoch's training images classified right (as augmented)."""
+        return 100 * self.totals["correct"] / max(self.totals["images"], 1.0)
+
+    @property
+    def img_per_s(self) -> float:
+        return self.totals["images"] / max(self.totals["seconds"], 1e-9)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimizer step on a batch: the loss, the update, and the numerics they run in.
+
+    Calling it runs the forward pass, checks that every rank's loss is finite, then takes the
+    backward pass and the optimizer and scheduler steps (through ``scaler`` for fp16).
+    """
+
+    optimizer: torch.optim.Optimizer
+    criterion: Callable = F.cross_entropy
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+
+    def __call__(self, model: nn.Module, images, targets, device: torch.device, step: int) -> list[float]:
+        """``[loss sum, correct, images]`` of the batch, summed over ranks; ``step``: steps taken before it.
+
+        Raises:
+            NonFiniteLossError: The loss was NaN or inf (on any rank); no step was taken with it.
+        """
+        with autocast(device, self.amp):
+            logits = model(images)
+            loss = self.criterion(logits, targets)
+        # Every rank must agree before anyone steps, or the others would hang in all-reduce.
+        sums = all_sum([loss.item() * len(targets), (logits.argmax(1) == targets).sum().item(), len(targets)], device)
+        if not math.isfinite(sums[0]):
+            raise NonFiniteLossError(f"training loss is {sums[0] / max(sums[2], 1)} at optimizer step {step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return sums
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
-    optimizer: torch.optim.Optimizer,
+    train_step: TrainStep,
     device: torch.device,
     *,
-    criterion: Callable = F.cross_entropy,
-    scheduler=None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: str = "off",
-    channels_last: bool = False,
-    step: int = 0,
+    start: EpochProgress | None = None,
     max_steps: int | None = None,
-    on_step: Callable[[int, int, dict], None] | None = None,
-    totals: dict | None = None,
+    checkpoint_every: int = 0,
+    checkpoint: Callable[[EpochProgress], None] | None = None,
     desc: str = "train",
     progress: bool = True,
-) -> dict:
-    """Train ``model`` for one pass over ``loader`` (or until ``max_steps`` optimizer steps).
+) -> EpochProgress:
+    """Train ``model`` on the rest of one pass over ``loader``, or until ``max_steps`` optimizer steps.
 
     Args:
-        step: Optimizer steps taken before this call (global, for ``max_steps``).
-        on_step: Called after every step as ``on_step(step, batches_done, totals)``, e.g. to
-            write a checkpoint.
-        totals: Running sums to continue (``loss``, ``correct``, ``images``, ``skipped``,
-            ``seconds``), so an epoch resumed half-way reports the same figures.
+        start: Where the epoch is (default: at its beginning, step 0); after a resume ``loader``
+            yields only the batches not yet done.
+        max_steps: Optimizer steps of the whole run after which to stop, part-way if need be.
+        checkpoint: The checkpoint hook, called as ``checkpoint(progress)`` after every optimizer
+            step whose run-wide number is a multiple of ``checkpoint_every`` (never if that is 0).
+            ``progress`` is a copy of the epoch's progress after that step: what a resume continues
+            from. Its time is not counted as training time.
 
     Returns:
-        ``totals`` plus ``step``, ``batches`` (done in this call), ``completed`` (the loader
-        was exhausted) and the epoch's ``train_loss``, ``train_acc`` (%), ``img_per_s``
-        summed over ranks.
+        The epoch's progress; ``completed`` is False if ``max_steps`` stopped it part-way.
 
     Raises:
         NonFiniteLossError: The loss was NaN or inf (on any rank); no step was taken with it.
     """
     model.train()
-    totals = dict(totals or dict(loss=0.0, correct=0.0, images=0.0, skipped=0.0, seconds=0.0))
+    start = start or EpochProgress()
+    done = EpochProgress(start.step, start.batch, dict(start.totals))
     bar = Progress(len(loader), desc, progress)
-    batches, completed, tick = 0, True, time.perf_counter()
-    for batch in loader:
-        if max_steps is not None and step >= max_steps:
-            completed = False
-            break
-        images, targets, skipped = _prepare(batch, device, channels_last)
-        totals["skipped"] += skipped
-        if len(targets) == 0:  # every file of the batch was unreadable (single process only: DDP would hang)
-            continue
-        with autocast(device, amp):
-            logits = model(images)
-            loss = criterion(logits, targets)
-        # Every rank must agree before anyone steps, or the others would hang in all-reduce.
-        loss_sum, correct, n = all_sum(
-            [loss.item() * len(targets), (logits.argmax(1) == targets).sum().item(), len(targets)], device
-        )
-        if not math.isfinite(loss_sum):
-            bar.close()
-            raise NonFiniteLossError(f"training loss is {loss_sum / max(n, 1)} at optimizer step {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+    tick = time.perf_counter()
+    try:
+        for batch in loader:
+            if max_steps is not None and done.step >= max_steps:
+                break
+            images, targets, skipped = _prepare(batch, device, train_step.channels_last)
+            done.batch += 1
+            done.totals["skipped"] += skipped
+            if len(targets) == 0:  # every file of the batch was unreadable (single process only: DDP would hang)
+                continue
+            loss_sum, correct, n = train_step(model, images, targets, device, done.step)
+            done.step += 1
+            _add(done.totals, loss=loss_sum, correct=correct, images=n, seconds=time.perf_counter() - tick)
+            bar.update(
+                loss=f"{done.train_loss:.4f}",
+                acc=f"{done.train_acc:.2f}",
+                img_s=f"{done.img_per_s:.0f}",
+                lr=f"{train_step.optimizer.param_groups[0]['lr']:.4g}",
+            )
+            if checkpoint is not None and checkpoint_every and done.step % checkpoint_every == 0:
+                checkpoint(dataclasses.replace(done, totals=dict(done.totals)))
+            tick = time.perf_counter()  # neither the progress display nor the checkpoint is training time
         else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        step, batches = step + 1, batches + 1
-        now = time.perf_counter()
-        totals["seconds"] += now - tick
-        tick = now
-        totals["loss"] += loss_sum
-        totals["correct"] += correct
-        totals["images"] += n
-        bar.update(
-            loss=f"{totals['loss'] / totals['images']:.4f}",
-            acc=f"{100 * totals['correct'] / totals['images']:.2f}",
-            img_s=f"{totals['images'] / totals['seconds']:.0f}",
-            lr=f"{optimizer.param_groups[0]['lr']:.4g}",
-        )
-        if on_step is not None:
-            on_step(step, batches, totals)
-            tick = time.perf_counter()  # checkpoint writing is not training time
-    bar.close()
-    seen = max(totals["images"], 1.0)
-    return dict(
-        totals,
-        step=step,
-        batches=batches,
-        completed=completed,
-        train_loss=totals["loss"] / seen,
-        train_acc=100 * totals["correct"] / seen,
-        img_per_s=totals["images"] / max(totals["seconds"], 1e-9),
-    )
+            done.completed = True
+    finally:
+        bar.close()
+    return done
+
+
+def _add(totals: dict, **values: float) -> None:
+    for key, value in values.items():
+        totals[key] += value
 
 
 @torch.no_grad()

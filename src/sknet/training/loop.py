@@ -17,24 +17,31 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..data import build_dataset, collate_skip, set_epoch
+from ..data import DatasetInfo, build_dataset, collate_skip, set_epoch
 from ..io import write_csv, write_text
 from ..models import create_model, get_model_entry
-from ..plotting import new_figure, save_figure
+from ..plotting import save_figure, training_curves
 from ..weights import load_pretrained, read_record, save_weights
 from . import distributed as dist
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_KEYS, TrainConfig, resolve_config, same_values
-from .engine import NonFiniteLossError, channels_last_format, evaluate, train_one_epoch
+from .engine import (
+    EpochProgress,
+    NonFiniteLossError,
+    TrainStep,
+    channels_last_format,
+    evaluate,
+    new_totals,
+    train_one_epoch,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +62,12 @@ def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The classifier's parameters (``fc`` in every model of ours, timm's and torchvision's ResNets)."""
     fc = getattr(model, "fc", None)
     return list(fc.parameters()) if isinstance(fc, nn.Module) else []
+
+
+def head_and_backbone(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The classifier's parameters, and all the others (the backbone's)."""
+    head = classifier_parameters(model)
+    return head, [p for p in model.parameters() if all(p is not h for h in head)]
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
@@ -111,10 +124,16 @@ def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way (``start`` samples in), so a
+    """DistributedSampler that can start an epoch part-way (:meth:`set_start`), so a
     resumed run sees exactly the batches the interrupted one had not seen yet."""
 
-    start = 0
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` samples of this rank's share of the epoch, in every pass until set again."""
+        self.start = start
 
     def __iter__(self):
         return iter(list(super().__iter__())[self.start :])
@@ -172,8 +191,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, de
     backbone, learn at ``backbone_lr_factor`` times that, and not at all for ``head_only_epochs``.
     """
     lr = cfg.lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else cfg.lr
-    head = classifier_parameters(model)
-    backbone = [p for p in model.parameters() if all(p is not h for h in head)]
+    head, backbone = head_and_backbone(model)
     factor = lr_factor(cfg, steps_per_epoch)
     frozen_steps = cfg.head_only_epochs * steps_per_epoch
 
@@ -192,6 +210,23 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, de
     return optimizer, scheduler, scaler
 
 
+def drop_backbone_momentum(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Forget the backbone's optimizer state: when it starts learning after the head-only epochs, its
+    momentum starts from zero, not from the gradients it gathered (at learning rate 0) meanwhile."""
+    for p in head_and_backbone(model)[1]:
+        optimizer.state.pop(p, None)
+
+
+def _model_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> dict:
+    """What rebuilds the model and prepares its input: the checkpoint's ``meta``, and the
+    record in ``model.safetensors`` (:func:`sknet.save_weights`'s keyword arguments)."""
+    size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
+    return dict(
+        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, input_size=size,
+        mean=list(info.mean), std=list(info.std), classes=list(info.classes),
+    )  # fmt: skip
+
+
 @dataclass
 class RunState:
     """Where a run is: what a checkpoint stores besides the model and optimizer."""
@@ -199,8 +234,49 @@ class RunState:
     epoch: int = 0  # epochs completed
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimizer steps in total
-    totals: dict | None = None  # running sums of the current epoch (engine.train_one_epoch)
+    totals: dict | None = None  # running sums of the current epoch (engine.EpochProgress)
     history: list = field(default_factory=list)  # one metrics row per completed epoch
+
+    def progress(self) -> EpochProgress:
+        """The current epoch's progress, for :func:`train_one_epoch` to continue from."""
+        return EpochProgress(self.step, self.batch, self.totals or new_totals())
+
+    def at(self, progress: EpochProgress) -> RunState:
+        """This run, ``progress`` into its current epoch."""
+        return dataclasses.replace(self, step=progress.step, batch=progress.batch, totals=dict(progress.totals))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run trains with: built once (:func:`_setup`), then read by every phase of the run."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    info: DatasetInfo  # the training set's classes, input size and normalisation
+    model_overrides: dict  # create_model's, as the model was built
+    train_set: Dataset
+    val_set: Dataset
+    sampler: ResumableSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    model_without_ddp: nn.Module  # what is evaluated, checkpointed and saved
+    train_step: TrainStep  # optimizer, scheduler, fp16 scaler, criterion
+    writer: object | None = None  # TensorBoard's SummaryWriter (rank 0, if asked)
+    model: nn.Module | None = None  # what trains: model_without_ddp, in DDP and compiled if asked (_for_training)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
@@ -227,20 +303,7 @@ def write_metrics(out: Path, history: list[dict], tensorboard=None) -> None:
         for key, value in history[-1].items():
             tensorboard.add_scalar(key, value, history[-1]["epoch"])
     write_csv(out / "metrics.csv", history)
-    epochs = [r["epoch"] for r in history]
-    fig = new_figure((10, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with label smoothing)")
-    ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax2.plot(epochs, [100 - r["train_acc"] for r in history], "o-", label="train (augmented)")
-    ax2.plot(epochs, [r["val_top1_err"] for r in history], "o-", label="validation top-1")
-    ax2.set(xlabel="epoch", ylabel="error (%)", title="top-1 error")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    save_figure(fig, out / "curves.png", dpi=100)
+    save_figure(training_curves(history), out / "curves.png", dpi=100)
 
 
 # --------------------------------------------------------------------------- the run
@@ -274,156 +337,207 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides) ->
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict:
     t0 = time.perf_counter()
-    out, main = Path(cfg.output), rank == 0
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not cfg.resume:
+    ctx = _setup(cfg, rank, world, device)
+    run = _resume(ctx) if cfg.resume else RunState()
+    _announce(ctx, run)
+    ctx = dataclasses.replace(ctx, model=_for_training(ctx))
+    run, stopped_mid_epoch = _train_epochs(ctx, run)
+    return _finish(ctx, run, stopped_mid_epoch, t0)
+
+
+def _setup(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> RunContext:
+    """Check the output folder, seed every generator, build the data, model, loaders and optimizer."""
+    out = Path(cfg.output)
+    if (out / "checkpoint.pt").exists() and not cfg.resume:
         raise ValueError(f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --output")
-    if cfg.resume and not ckpt_path.exists():
-        raise FileNotFoundError(f"nothing to resume: {str(ckpt_path)!r} does not exist")
+    if cfg.resume and not (out / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"nothing to resume: {str(out / 'checkpoint.pt')!r} does not exist")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (global) does not split evenly over {world} processes")
-    writer = _tensorboard(out) if cfg.tensorboard and main else None
+    writer = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     seed_everything(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-
     entry = get_model_entry(cfg.model)
     train_set, val_set, info = build_data(cfg, entry.input_size[0], entry.input_size[1:])
     model, model_overrides = build_model(cfg, info, device, world)
     sampler, train_loader, val_loader = build_loaders(cfg, train_set, val_set, rank, world, device)
     optimizer, scheduler, scaler = build_optimizer(cfg, model, len(train_loader), device)
-    criterion = build_criterion(cfg)
-    run = RunState()
-    if cfg.resume:
-        ck = load_checkpoint(ckpt_path)
-        check_resumable(ck["config"], cfg, ckpt_path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        run = RunState(**ck["run"])
-        if len(ck["rng"]) == world:  # else: a different number of processes, keep the fresh seeds
-            set_rng_state(ck["rng"][rank])
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    if main:
-        remove_stale_temporaries(out)  # left by a writer killed mid-write
-        write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg)))
-        _log.info(
-            f"{cfg.model} ({params_m:.3f}M params) on {cfg.dataset}: {len(train_set)} train / {len(val_set)} test "
-            f"images, {world} process(es) on {device}, batch {cfg.batch_size}, lr {optimizer.defaults['lr']:g}, "
-            f"{len(train_loader)} steps/epoch" + (f", resuming at step {run.step}" if cfg.resume else "")
-        )
-
-    # Training goes through DDP (and torch.compile); evaluation and saving use the plain
-    # module: each rank's share of the test set may have its own number of batches, and
-    # DDP's forward would wait for the others.
-    plain = model
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
-    size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
-    meta = dict(
-        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, input_size=size,
-        mean=list(info.mean), std=list(info.std), classes=list(info.classes),
+    train_step = TrainStep(optimizer, build_criterion(cfg), scheduler, scaler, cfg.amp, cfg.channels_last)
+    return RunContext(
+        cfg, rank, world, device, info, model_overrides, train_set, val_set, sampler, train_loader, val_loader,
+        model_without_ddp=model, train_step=train_step, writer=writer,
     )  # fmt: skip
 
-    def save() -> None:
-        rngs = dist.gather_objects(rng_state())  # every rank's, for an exact resume
-        if main:
-            save_checkpoint(ckpt_path, dict(
-                model=plain.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict() if scaler else None, run=dataclasses.asdict(run), rng=rngs,
-                config=dataclasses.asdict(cfg), meta=meta,
-            ))  # fmt: skip
 
-    def on_step(step: int, batches: int, totals: dict, start: int = 0) -> None:
-        run.step, run.batch, run.totals = step, start + batches, dict(totals)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save()
+def _resume(ctx: RunContext) -> RunState:
+    """Load the checkpoint into the model, optimizer, scheduler and scaler, and each rank's random
+    states (if the run has as many processes as the checkpoint's); returns where the run was."""
+    ck = load_checkpoint(ctx.checkpoint_path)
+    check_resumable(ck["config"], ctx.cfg, ctx.checkpoint_path)
+    ctx.model_without_ddp.load_state_dict(ck["model"])
+    ctx.train_step.optimizer.load_state_dict(ck["optimizer"])
+    ctx.train_step.scheduler.load_state_dict(ck["scheduler"])
+    if ctx.train_step.scaler is not None and ck.get("scaler"):
+        ctx.train_step.scaler.load_state_dict(ck["scaler"])
+    if len(ck["rng"]) == ctx.world:  # else: a different number of processes, keep the fresh seeds
+        set_rng_state(ck["rng"][ctx.rank])
+    return RunState(**ck["run"])
 
-    def test() -> dict:
-        return evaluate(plain, val_loader, device, amp=cfg.amp, channels_last=cfg.channels_last,
-                        desc="  test", progress=cfg.progress)  # fmt: skip
 
-    stopped_mid_epoch = False
+def _announce(ctx: RunContext, run: RunState) -> None:
+    """Rank 0: remove a killed writer's temporary files, write ``config.yaml``, log what trains."""
+    if not ctx.main:
+        return
+    cfg = ctx.cfg
+    remove_stale_temporaries(ctx.out)
+    write_text(ctx.out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg)))
+    _log.info(
+        f"{cfg.model} ({_params_m(ctx):.3f}M params) on {cfg.dataset}: {len(ctx.train_set)} train / "
+        f"{len(ctx.val_set)} test images, {ctx.world} process(es) on {ctx.device}, batch {cfg.batch_size}, "
+        f"lr {ctx.train_step.optimizer.defaults['lr']:g}, {len(ctx.train_loader)} steps/epoch"
+        + (f", resuming at step {run.step}" if cfg.resume else "")
+    )
+
+
+def _for_training(ctx: RunContext) -> nn.Module:
+    """The module that trains: ``model_without_ddp`` in DDP over the processes, compiled if asked.
+
+    Evaluation and saving use ``model_without_ddp``: each rank's share of the test set may have
+    its own number of batches, and DDP's forward would wait for the others.
+    """
+    model = ctx.model_without_ddp
+    if ctx.world > 1:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if ctx.cfg.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _train_epochs(ctx: RunContext, run: RunState) -> tuple[RunState, bool]:
+    """Train epoch after epoch up to ``cfg.epochs``, or until ``max_steps``; returns the run's state
+    and whether ``max_steps`` stopped an epoch part-way (the checkpoint then holds that point)."""
+    cfg = ctx.cfg
     try:
         while run.epoch < cfg.epochs and (cfg.max_steps is None or run.step < cfg.max_steps):
-            if run.epoch == cfg.head_only_epochs > 0 and run.batch == 0:
-                # The backbone starts learning: its momentum starts from zero, not from the gradients
-                # it gathered (at learning rate 0) while the classifier trained alone.
-                head = classifier_parameters(plain)
-                for p in plain.parameters():
-                    if all(p is not h for h in head):
-                        optimizer.state.pop(p, None)
-            sampler.set_epoch(run.epoch)  # the epoch's shuffle, and its augmentation seeds
-            set_epoch(train_set, run.epoch)
-            sampler.start = run.batch * train_loader.batch_size  # part-way after a resume
-            r = train_one_epoch(
-                model, train_loader, optimizer, device, criterion=criterion, scheduler=scheduler, scaler=scaler,
-                amp=cfg.amp, channels_last=cfg.channels_last, step=run.step, max_steps=cfg.max_steps,
-                on_step=partial(on_step, start=run.batch), totals=run.totals,
-                desc=f"epoch {run.epoch + 1}/{cfg.epochs}", progress=cfg.progress,
-            )  # fmt: skip
-            if not r["completed"]:  # max_steps reached part-way through the epoch
-                stopped_mid_epoch = True
-                save()
-                break
-            val = test()
-            run.epoch, run.batch, run.totals = run.epoch + 1, 0, None
-            run.history.append(dict(
-                epoch=run.epoch, step=run.step, train_loss=r["train_loss"], train_acc=r["train_acc"],
-                val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"],
-                lr=optimizer.param_groups[0]["lr"], img_per_s=r["img_per_s"], epoch_s=r["seconds"],
-                skipped=r["skipped"] + val["skipped"],
-            ))  # fmt: skip
-            save()
-            if main:
-                write_metrics(out, run.history, writer)
-                _log.info(
-                    f"epoch {run.epoch}/{cfg.epochs}: train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | "
-                    f"test loss {val['loss']:.4f} top-1 err {val['top1_err']:.2f}% top-5 err {val['top5_err']:.2f}%"
-                    f" | {r['img_per_s']:.0f} img/s, {r['seconds']:.0f} s"
-                )
+            progress = _train_epoch(ctx, run)
+            run = run.at(progress)
+            if not progress.completed:
+                _save_checkpoint(ctx, run)
+                return run, True
+            run = _end_epoch(ctx, run, progress)
     except NonFiniteLossError as e:
-        kept = (
-            f"the last good checkpoint, {ckpt_path} (step {load_checkpoint(ckpt_path)['run']['step']}), is kept"
-            if ckpt_path.exists() else "no checkpoint had been written yet"
-        )  # fmt: skip
-        raise NonFiniteLossError(
-            f"{e}; training stopped and {kept}. Lower the learning rate (--lr), add warm-up, or use --amp off."
-        ) from None
+        raise _non_finite(e, ctx.checkpoint_path) from None
+    return run, False
 
+
+def _train_epoch(ctx: RunContext, run: RunState) -> EpochProgress:
+    """Train the rest of the current epoch, writing the checkpoint every ``checkpoint_every`` steps."""
+    cfg = ctx.cfg
+    if run.epoch == cfg.head_only_epochs > 0 and run.batch == 0:
+        drop_backbone_momentum(ctx.train_step.optimizer, ctx.model_without_ddp)
+    ctx.sampler.set_epoch(run.epoch)  # the epoch's shuffle, and its augmentation seeds
+    set_epoch(ctx.train_set, run.epoch)
+    ctx.sampler.set_start(run.batch * ctx.train_loader.batch_size)  # part-way after a resume
+    return train_one_epoch(
+        ctx.model, ctx.train_loader, ctx.train_step, ctx.device, start=run.progress(), max_steps=cfg.max_steps,
+        checkpoint_every=cfg.checkpoint_every, checkpoint=lambda progress: _save_checkpoint(ctx, run.at(progress)),
+        desc=f"epoch {run.epoch + 1}/{cfg.epochs}", progress=cfg.progress,
+    )  # fmt: skip
+
+
+def _end_epoch(ctx: RunContext, run: RunState, progress: EpochProgress) -> RunState:
+    """Test the model after a completed epoch; checkpoint and record the epoch (``metrics.csv``)."""
+    val = _test(ctx)
+    row = dict(
+        epoch=run.epoch + 1, step=run.step, train_loss=progress.train_loss, train_acc=progress.train_acc,
+        val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"],
+        lr=ctx.train_step.optimizer.param_groups[0]["lr"], img_per_s=progress.img_per_s,
+        epoch_s=progress.totals["seconds"], skipped=progress.totals["skipped"] + val["skipped"],
+    )  # fmt: skip
+    run = RunState(epoch=run.epoch + 1, step=run.step, history=[*run.history, row])
+    _save_checkpoint(ctx, run)
+    if ctx.main:
+        cfg = ctx.cfg
+        write_metrics(ctx.out, run.history, ctx.writer)
+        _log.info(
+            f"epoch {run.epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+            f"test loss {val['loss']:.4f} top-1 err {val['top1_err']:.2f}% top-5 err {val['top5_err']:.2f}%"
+            f" | {row['img_per_s']:.0f} img/s, {row['epoch_s']:.0f} s"
+        )
+    return run
+
+
+def _finish(ctx: RunContext, run: RunState, stopped_mid_epoch: bool, t0: float) -> dict:
+    """The run's result; rank 0 writes ``model.safetensors`` (weights, record, the result's metrics)."""
+    cfg = ctx.cfg
     last = run.history[-1] if run.history else {}
     if stopped_mid_epoch or not last:  # the weights changed since the last test: test them
-        val = test()
+        val = _test(ctx)
         last = dict(last, val_loss=val["loss"], val_top1_err=val["top1_err"], val_top5_err=val["top5_err"])
-    # Throughput over every step trained, a partial last epoch included.
-    spans = [(h["img_per_s"] * h["epoch_s"], h["epoch_s"]) for h in run.history]
-    if stopped_mid_epoch and run.totals:
-        spans.append((run.totals["images"], run.totals["seconds"]))
-    images, seconds = (sum(x) for x in zip(*spans)) if spans else (0.0, 0.0)
+    images, seconds = _trained(run, stopped_mid_epoch)
     result = dict(
-        model=cfg.model, dataset=cfg.dataset, params_m=params_m, epochs=run.epoch, steps=run.step,
+        model=cfg.model, dataset=cfg.dataset, params_m=_params_m(ctx), epochs=run.epoch, steps=run.step,
         test_top1_err=last["val_top1_err"], test_top5_err=last["val_top5_err"], test_loss=last["val_loss"],
         train_loss=last.get("train_loss", float("nan")), train_acc=last.get("train_acc", float("nan")),
-        img_per_s=images / seconds if seconds else float("nan"), train_time_s=seconds, val_images=len(val_set),
-        wall_time_s=time.perf_counter() - t0, output=str(out),
+        img_per_s=images / seconds if seconds else float("nan"), train_time_s=seconds, val_images=len(ctx.val_set),
+        wall_time_s=time.perf_counter() - t0, output=str(ctx.out),
     )  # fmt: skip
-    if main:
+    if ctx.main:
         save_weights(
-            plain, out / "model.safetensors", model_name=cfg.model, overrides=model_overrides,
-            num_classes=info.num_classes, input_size=tuple(size), mean=info.mean, std=info.std,
-            classes=list(info.classes), metrics={k: result[k] for k in RESULT_METRICS},
-            provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=world),
+            ctx.model_without_ddp, ctx.out / "model.safetensors", **_model_record(cfg, ctx.info, ctx.model_overrides),
+            metrics={k: result[k] for k in RESULT_METRICS},
+            provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=ctx.world),
         )  # fmt: skip
-        if writer:
-            writer.close()
+        if ctx.writer:
+            ctx.writer.close()
     return result
 
 
 RESULT_METRICS = ("test_top1_err", "test_top5_err", "test_loss", "epochs", "steps", "train_time_s")
+
+
+def _trained(run: RunState, stopped_mid_epoch: bool) -> tuple[float, float]:
+    """Images and seconds of every step trained, across resumes, a partial last epoch included."""
+    spans = [(h["img_per_s"] * h["epoch_s"], h["epoch_s"]) for h in run.history]
+    if stopped_mid_epoch and run.totals:
+        spans.append((run.totals["images"], run.totals["seconds"]))
+    return tuple(sum(x) for x in zip(*spans)) if spans else (0.0, 0.0)
+
+
+def _test(ctx: RunContext) -> dict:
+    cfg = ctx.cfg
+    return evaluate(ctx.model_without_ddp, ctx.val_loader, ctx.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                    desc="  test", progress=cfg.progress)  # fmt: skip
+
+
+def _save_checkpoint(ctx: RunContext, run: RunState) -> None:
+    """Rank 0 writes ``checkpoint.pt`` at ``run``; every rank must call it (it gathers their random states)."""
+    rngs = dist.gather_objects(rng_state())  # every rank's, for an exact resume
+    if ctx.main:
+        step = ctx.train_step
+        save_checkpoint(ctx.checkpoint_path, dict(
+            model=ctx.model_without_ddp.state_dict(), optimizer=step.optimizer.state_dict(),
+            scheduler=step.scheduler.state_dict(), scaler=step.scaler.state_dict() if step.scaler else None,
+            run=dataclasses.asdict(run), rng=rngs, config=dataclasses.asdict(ctx.cfg),
+            meta=_model_record(ctx.cfg, ctx.info, ctx.model_overrides),
+        ))  # fmt: skip
+
+
+def _non_finite(error: NonFiniteLossError, ckpt_path: Path) -> NonFiniteLossError:
+    """``error``, saying which checkpoint survives and what to change."""
+    kept = (
+        f"the last good checkpoint, {ckpt_path} (step {load_checkpoint(ckpt_path)['run']['step']}), is kept"
+        if ckpt_path.exists() else "no checkpoint had been written yet"
+    )  # fmt: skip
+    return NonFiniteLossError(
+        f"{error}; training stopped and {kept}. Lower the learning rate (--lr), add warm-up, or use --amp off."
+    )
+
+
+def _params_m(ctx: RunContext) -> float:
+    return sum(p.numel() for p in ctx.model_without_ddp.parameters()) / 1e6
 
 
 def _tensorboard(out: Path):
