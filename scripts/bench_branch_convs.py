@@ -7,7 +7,7 @@
   phase grids ``x[:, :, a::2, b::2]`` stacked on the batch (atrous convolution by
   space-to-batch): the same sums, plus a gather and a scatter of the feature map;
 - ``K5 subsampled`` (stride 2): a stride-1 undilated conv on ``x[:, :, ::2, ::2]``, what
-  ``SKConv._conv`` runs when training on the CPU;
+  ``sknet.layers.sk_fast.branch_conv`` runs when training on the CPU;
 - ``K3+K5 merged`` (stride 1): one 5x5 grouped conv carrying both branches' kernels (2C
   outputs, 25/9 = 2.8x the multiply-adds) against the two convs it replaces.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sknet.bench import keep_freed_memory, median_ms
-from sknet.layers.sk_conv import _Subsample
+from sknet.layers.sk_fast import _Subsample
 
 GROUPS = 32
 # (channels, input size, stride) of SKNet-50's SK units: the stride-1 units of each stage, and
