@@ -280,6 +280,30 @@ def test_predict_prints_top5_with_probabilities(run, tmp_path, capsys):
     assert "broken.png" in captured.err and "1 of 3 image(s) could not be read" in captured.err
 
 
+def test_predict_crops_as_evaluation_does(run, tmp_path):
+    """``resize="crop"`` is evaluation's single centre crop (the paper's 224 of 256): the shorter side
+    resized to size / EVAL_CROP_RATIO, the centre crop taken, then the model's normalisation."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from sknet import load_model
+    from sknet.data.transforms import EVAL_CROP_RATIO
+    from sknet.deploy import predict
+
+    assert round(224 / EVAL_CROP_RATIO) == 256
+    model = load_model(run / "model.safetensors")
+    c, h, _ = model.pretrained_cfg["input_size"]
+    pixels = torch.randint(0, 256, (24, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path = save(tmp_path / "wide.png", Image.fromarray(pixels.numpy(), "L"))
+    image = TF.center_crop(TF.resize(TF.to_image(open_image(str(path), c)), round(h / EVAL_CROP_RATIO)), h)
+    image = TF.normalize(TF.to_dtype(image, torch.float32, scale=True), model.pretrained_cfg["mean"],
+                         model.pretrained_cfg["std"])  # fmt: skip
+    with torch.no_grad():
+        expected = model.eval()(image[None]).softmax(1)[0].topk(3)
+    top = predict(model, [path], topk=3, resize="crop")[0]["top"]
+    assert [t["index"] for t in top] == expected.indices.tolist()
+    assert [t["prob"] for t in top] == pytest.approx(expected.values.tolist(), abs=1e-6)
+
+
 def test_fast_pad_crop_flip_matches_torchvision():
     from torchvision.transforms.v2 import functional as TF
 

@@ -24,18 +24,19 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, m
 from torch import nn
 
 from .data import NORMALIZATION
+from .data.transforms import EVAL_CROP_RATIO
 from .models import create_model, get_model_entry, list_models
 from .weights import convert_state_dict
 
 # Per family: the data a model was trained on (mean / std) and how it is evaluated.
-_DATA = {"cifar": ("cifar10", 1.0), "mini": ("fashion-mnist", 1.0)}  # others: ("imagenet", 0.875)
+_DATA = {"cifar": ("cifar10", 1.0), "mini": ("fashion-mnist", 1.0)}  # others: ("imagenet", EVAL_CROP_RATIO)
 _FIRST_CONV = {"light": "conv1.conv"}  # ShuffleNetV2's stem is a ConvBnAct; others: "conv1"
 
 
 def pretrained_cfg(name: str) -> dict:
     """timm's ``pretrained_cfg`` of sknet model ``name`` (no weights: ``url`` empty, no hub id)."""
     entry = get_model_entry(name)
-    dataset, crop_pct = _DATA.get(entry.family, ("imagenet", 0.875))
+    dataset, crop_pct = _DATA.get(entry.family, ("imagenet", EVAL_CROP_RATIO))
     mean, std = NORMALIZATION[dataset]
     return dict(
         url="",

@@ -123,5 +123,5 @@ def _dataset(args, model):
     if args.dataset == "fake":
         options["size"] = 64
     if args.dataset in ("imagenet", "imagefolder"):
-        options["crop"] = h  # resize to h / 0.875, centre crop h, as the paper evaluates
+        options["crop"] = h  # resize to h / EVAL_CROP_RATIO, centre crop h, as the paper evaluates
     return build_dataset(args.dataset, args.data_dir, "val", augment=False, **options), (c, h, w)

@@ -7,6 +7,7 @@ import json
 from torch.utils.data import DataLoader
 
 from ..data import DATASETS, build_dataset, collate_skip
+from ..data.transforms import EVAL_CROP_RATIO
 from ..models import create_model, load_model
 from ..training import evaluate
 from ..training.distributed import init_distributed
@@ -20,7 +21,9 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, help=" | ".join(DATASETS))
     p.add_argument("--data-dir", help="data folder (default: the dataset's usual place)")
     p.add_argument("--split", default="val", choices=["train", "val"], help="which split (default val)")
-    p.add_argument("--crop", type=int, help="centre crop size, e.g. 224 or 320 (resize to crop/0.875 first)")
+    p.add_argument(
+        "--crop", type=int, help=f"centre crop size, e.g. 224 or 320 (resize to crop/{EVAL_CROP_RATIO:g} first)"
+    )
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")

@@ -8,7 +8,7 @@ That is what makes resumed and multi-process runs reproduce single-process ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torchvision.transforms import v2 as T
@@ -79,6 +79,31 @@ class RandomFlip:
         return x.flip(-1) if self.train and torch.rand(()).item() < 0.5 else x
 
 
+EVAL_CROP_RATIO = 0.875
+"""Evaluation's single centre crop, as a fraction of the resized image's shorter side: a 224 crop of
+the image resized to 256 (docs/paper.md)."""
+
+
+def eval_transform(
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: int | tuple[int, int] | None = None,
+    crop_ratio: float | None = EVAL_CROP_RATIO,
+) -> Callable:
+    """Evaluation's transform: resize the shorter side to ``size / crop_ratio`` and take the centre
+    ``size`` crop (the paper's single crop); ``crop_ratio=None`` resizes the whole image to ``size``
+    (an ``(H, W)`` pair, or the shorter side) instead; ``size=None`` keeps the image's own size.
+
+    Images of any size and mode come in; they leave as normalised float tensors.
+    """
+    steps: list = [T.ToImage()]
+    if size is not None and crop_ratio is None:
+        steps += [T.Resize(size, antialias=True)]
+    elif size is not None:
+        steps += [T.Resize(round(size / crop_ratio), antialias=True), T.CenterCrop(size)]
+    return T.Compose([*steps, *_scaled_and_normalised(mean, std)])
+
+
 def image_transform(
     info: DatasetInfo,
     train: bool,
@@ -87,28 +112,29 @@ def image_transform(
     scale_min: float = 0.08,
     pad: int = 0,
     hflip: bool = True,
-    eval_crop_ratio: float = 0.875,
+    eval_crop_ratio: float = EVAL_CROP_RATIO,
 ) -> Callable:
     """The paper's augmentation for photos (random-size crop + flip) or, with ``pad``, the
-    CIFAR one (pad + random crop + flip); evaluation: resize then a single centre crop.
+    CIFAR one (pad + random crop + flip); evaluation: :func:`eval_transform`.
 
     Images of any size and mode come in; they leave as normalised (C, crop, crop) tensors.
     """
     size = crop or info.input_size[-1]
+    if not train:  # fixed-size datasets (those padded in training) are only resized when a crop size is asked for
+        return eval_transform(info.mean, info.std, size if crop or not pad else None, eval_crop_ratio)
     steps: list = [T.ToImage()]
-    if train and pad:
+    if pad:
         steps += [T.Resize(size, antialias=True)] if crop else []
         steps += [T.RandomCrop(size, padding=pad)]
-    elif train:
-        steps += [T.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True)]
     else:
-        # Fixed-size datasets are only resized when a crop size is asked for.
-        resize = round(size / eval_crop_ratio) if pad == 0 or crop else None
-        steps += [T.Resize(resize, antialias=True), T.CenterCrop(size)] if resize else []
-    if train and hflip:
+        steps += [T.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True)]
+    if hflip:
         steps += [T.RandomHorizontalFlip()]
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(info.mean, info.std)]
-    return T.Compose(steps)
+    return T.Compose([*steps, *_scaled_and_normalised(info.mean, info.std)])
+
+
+def _scaled_and_normalised(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
 
 
 def apply_transform(transform: Callable, x, index: int):

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.transforms import v2 as T
 
 from ..data import open_image
+from ..data.transforms import eval_transform
 
 
 def predict(model: nn.Module, paths: Sequence[str | Path], topk: int = 5, resize: str = "auto") -> list[dict]:
     """Top-``topk`` classes with probabilities for each image file.
 
     The model's record (``model.pretrained_cfg``, filled by :func:`sknet.load_model`) gives the
-    input size, normalisation and class names. ``resize="crop"`` resizes the shorter side to
-    ``size / 0.875`` and takes the centre crop (ImageNet protocol); ``"whole"`` resizes the
-    whole image to the model's input (what small-image datasets were trained on); ``"auto"``
+    input size, normalisation and class names. ``resize="crop"`` is evaluation's single centre
+    crop (ImageNet protocol, :func:`sknet.data.transforms.eval_transform`); ``"whole"`` resizes
+    the whole image to the model's input (what small-image datasets were trained on); ``"auto"``
     picks ``whole`` up to 64 px.
 
     Returns:
@@ -32,11 +32,11 @@ def predict(model: nn.Module, paths: Sequence[str | Path], topk: int = 5, resize
     channels, height, width = cfg["input_size"]
     if resize == "auto":
         resize = "whole" if max(height, width) <= 64 else "crop"
-    steps = (
-        [T.Resize((height, width))] if resize == "whole" else [T.Resize(round(height / 0.875)), T.CenterCrop(height)]
-    )
     mean, std = cfg.get("mean") or (0.0,) * channels, cfg.get("std") or (1.0,) * channels
-    tf = T.Compose([T.ToImage(), *steps, T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+    if resize == "whole":
+        tf = eval_transform(mean, std, (height, width), crop_ratio=None)
+    else:
+        tf = eval_transform(mean, std, height)
     classes = cfg.get("classes") or []
     results: list[dict] = []
     images, readable = [], []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.transforms import EVAL_CROP_RATIO
 from ..models import get_model_entry
 
 
@@ -39,7 +40,7 @@ class TrainConfig:
     crop_scale_min: float = 0.08  # random-size crop area range [min, 1] (photos)
     pad: int | None = None  # pad + random crop instead (CIFAR: 4); None: the dataset's default
     hflip: bool = True
-    eval_crop_ratio: float = 0.875  # resize to image_size / ratio, then centre crop
+    eval_crop_ratio: float = EVAL_CROP_RATIO  # resize to image_size / ratio, then centre crop
     on_corrupt: str = "skip"  # unreadable images: skip (and count) or fail (naming the file)
     # optimisation
     epochs: int = 10
