@@ -1,4 +1,4 @@
-"""SKConv against its definition (SPEC 1)."""
+"""SKConv against its definition (docs/paper.md, 'Selective kernel convolution')."""
 
 import copy
 

@@ -7,7 +7,7 @@ median over rounds is reported with the ratio to the reference model of the same
 Model specs:
 
 - a registered sknet model (``sknet50``), with the fast SK path (the default);
-- ``sknet50@SPEC``: the same model built with ``create_model("sknet50", sk_impl=SPEC)``:
+- ``sknet50@IMPL``: the same model built with ``create_model("sknet50", sk_impl=IMPL)``:
   ``@reference`` is the plain reference SK path; ``@nolean``, ``@nofold``, ``@nosubsample``
   (combinable: ``@nolean,nofold``) switch off the fast path's memory-lean training step, its
   eval-mode BN folding, or its stride-1 rewrite of strided dilated branches (the ablation);
@@ -135,7 +135,7 @@ def build_model(spec: str, num_classes: int = 1000) -> nn.Module:
     name, fused = (spec[: -len("+fuse")], True) if spec.endswith("+fuse") else (spec, False)
     name, _, impl = name.partition("@")
     if impl and ":" in name:
-        raise ValueError(f"{spec!r}: @SPEC chooses the SK implementation of sknet's own models only")
+        raise ValueError(f"{spec!r}: @IMPL chooses the SK implementation of sknet's own models only")
     if name.startswith("torchvision:"):
         import torchvision
 

@@ -1,4 +1,4 @@
-"""Does the receptive field adapt? The paper's attention analysis (Sec. 4.3, Fig. 3 and 4; SPEC 4).
+"""Does the receptive field adapt? The paper's attention analysis (Fig. 3 and 4; docs/paper.md, 'Attention analysis').
 
 Usable on any model that contains :class:`~sknet.layers.SKConv`::
 

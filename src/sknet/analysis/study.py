@@ -47,7 +47,7 @@ _log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- the grid
 
-K3, K5, K7 = [3, 1, 8], [3, 2, 8], [3, 3, 8]  # K5 / K7: 3x3 with dilation 2 / 3 (SPEC 1), G = 8
+K3, K5, K7 = [3, 1, 8], [3, 2, 8], [3, 3, 8]  # G = 8; K5 / K7 as in docs/paper.md, 'Selective kernel convolution'
 
 
 @dataclass(frozen=True)
@@ -310,7 +310,7 @@ def run_study(
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 10**9: 1.960}  # fmt: skip
 
-# The paper's claims (SPEC 3) as (claim, expected better, expected worse).
+# The paper's claims (docs/paper.md, 'Claims to test') as (claim, expected better, expected worse).
 CLAIMS = [
     ("1: M=2 beats M=1 (K3+K5 SK vs K3)", "k3k5_sk", "k3"),
     ("1: M=2 beats M=1 (K3+K5 SK vs K5)", "k3k5_sk", "k5"),
@@ -416,7 +416,7 @@ def format_tables(rows: list[dict], comparisons: list[dict], meta: dict | None =
         lines.append("")
     if comparisons:
         lines += [
-            "## The paper's claims (SPEC 3), Welch t-test over seeds, two-sided 95%",
+            "## The paper's claims (docs/paper.md, 'Claims to test'), Welch t-test over seeds, two-sided 95%",
             "",
             "difference = error(expected worse) - error(expected better): positive is the paper's direction.",
             "",

@@ -94,17 +94,8 @@ def summarize(
     - ``fig4``: per unit in ``fig4_units``, class and scale in ``fig4_scales``: mean and
       std of the same difference over the images of the class.
     """
-    units = {u.name: u for u in stats.units}
-    for name in [fig3_unit, *fig4_units]:
-        if name not in units:
-            raise ValueError(f"unit {name!r} was not recorded; recorded units: {list(units)}")
-    for s in fig4_scales:
-        if float(s) not in stats.scales:
-            raise ValueError(f"Fig. 4 scale {s} is not one of the analysed scales {stats.scales}")
-    if channel_group < 1:
-        raise ValueError(f"channel_group must be >= 1, got {channel_group}")
-    u3 = units[fig3_unit]
-    out: dict = {
+    _check_summary_request(stats, [fig3_unit, *fig4_units], fig4_scales, channel_group)
+    return {
         "num_images": stats.count,
         "scales": stats.scales,
         "accuracy": {str(s): stats.accuracy(s) for s in stats.scales},
@@ -119,25 +110,48 @@ def summarize(
                 small=u.small,
             )
             for u in stats.units
-        ],
+        ],  # fmt: skip
+        "fig3_left": _fig3_left(stats, fig3_unit, channel_group),
+        "fig3_right": _fig3_right(stats),
+        "fig4": _fig4(stats, fig4_units, fig4_scales, class_names),
     }
-    out["fig3_left"] = dict(
-        unit=fig3_unit,
-        branch=u3.large,
+
+
+def _check_summary_request(stats: AttentionStats, unit_names, fig4_scales, channel_group: int) -> None:
+    recorded = [u.name for u in stats.units]
+    for name in unit_names:
+        if name not in recorded:
+            raise ValueError(f"unit {name!r} was not recorded; recorded units: {recorded}")
+    for s in fig4_scales:
+        if float(s) not in stats.scales:
+            raise ValueError(f"Fig. 4 scale {s} is not one of the analysed scales {stats.scales}")
+    if channel_group < 1:
+        raise ValueError(f"channel_group must be >= 1, got {channel_group}")
+
+
+def _fig3_left(stats: AttentionStats, unit_name: str, channel_group: int) -> dict:
+    """Fig. 3 (left): the mean attention on the unit's largest-RF branch, per group of channels."""
+    unit = next(u for u in stats.units if u.name == unit_name)
+    return dict(
+        unit=unit_name,
+        branch=unit.large,
         channel_group=channel_group,
-        group_start_channels=list(range(0, u3.channels, channel_group)),
+        group_start_channels=list(range(0, unit.channels, channel_group)),
         mean_attention={
-            str(s): _group_mean(stats.mean_attention(s, fig3_unit)[u3.large], channel_group) for s in stats.scales
+            str(s): _group_mean(stats.mean_attention(s, unit_name)[unit.large], channel_group) for s in stats.scales
         },  # fmt: skip
     )
+
+
+def _fig3_right(stats: AttentionStats) -> list[dict]:
+    """Fig. 3 (right): per unit and scale, the per-image difference ``a_large - a_small`` over images,
+    and its change from the first scale, image by image."""
     rows = []
-    base = stats.scales[0]
     for u in stats.units:
-        d0 = stats.image_diffs(base, u.name)
+        d0 = stats.image_diffs(stats.scales[0], u.name)
         for s in stats.scales:
             d = stats.image_diffs(s, u.name)
-            n = len(d)
-            change = d - d0
+            n, change = len(d), d - d0
             rows.append(
                 dict(
                     unit=u.name,
@@ -151,16 +165,21 @@ def summarize(
                     frac_images_increased=float((change > 0).double().mean()),
                 )
             )
-    out["fig3_right"] = rows
+    return rows
+
+
+def _fig4(stats: AttentionStats, units: Sequence[str], scales: Sequence[float], class_names) -> dict:
+    """Fig. 4: per unit, scale and class, the mean and std of ``a_large - a_small`` over the class's
+    images; with two scales or more, the fraction of classes whose mean grew (the paper's claim)."""
     labels = torch.cat(stats.labels) if stats.labels else torch.zeros(0, dtype=torch.long)
     classes = sorted(int(c) for c in labels.unique()) if len(labels) else []
-    fig4 = []
-    for name in fig4_units:
-        for s in fig4_scales:
+    rows = []
+    for name in units:
+        for s in scales:
             d = stats.image_diffs(s, name)
             for c in classes:
                 dc = d[labels == c]
-                fig4.append(
+                rows.append(
                     dict(
                         unit=name,
                         scale=float(s),
@@ -171,17 +190,16 @@ def summarize(
                         std=float(dc.std()) if len(dc) > 1 else 0.0,
                     )
                 )
-    out["fig4"] = dict(units=list(fig4_units), scales=[float(s) for s in fig4_scales], rows=fig4)
-    # How consistent is the shift across classes (the paper's Fig. 4 claim)?
-    if len(fig4_scales) >= 2 and classes:
-        s0, s1 = float(fig4_scales[0]), float(fig4_scales[1])
+    fig4 = dict(units=list(units), scales=[float(s) for s in scales], rows=rows)
+    if len(scales) >= 2 and classes:
+        s0, s1 = float(scales[0]), float(scales[1])
         consistency = {}
-        for name in fig4_units:
-            m0 = {r["class_index"]: r["mean"] for r in fig4 if r["unit"] == name and r["scale"] == s0}
-            m1 = {r["class_index"]: r["mean"] for r in fig4 if r["unit"] == name and r["scale"] == s1}
+        for name in units:
+            m0 = {r["class_index"]: r["mean"] for r in rows if r["unit"] == name and r["scale"] == s0}
+            m1 = {r["class_index"]: r["mean"] for r in rows if r["unit"] == name and r["scale"] == s1}
             consistency[name] = float(sum(m1[c] > m0[c] for c in classes) / len(classes))
-        out["fig4"]["frac_classes_increased"] = consistency
-    return out
+        fig4["frac_classes_increased"] = consistency
+    return fig4
 
 
 @torch.no_grad()
@@ -328,11 +346,7 @@ def analyze(
     Raises:
         ValueError: Bad scales, an unknown unit, or a model without SK attention.
     """
-    scales = [float(s) for s in scales]
-    if not scales or any(not math.isfinite(s) or s < 1 for s in scales):
-        raise ValueError(f"scales must be factors >= 1 (the paper uses 1.0 1.5 2.0), got {scales}")
-    if scaling not in ("crop", "render"):
-        raise ValueError(f"scaling must be 'crop' or 'render', got {scaling!r}")
+    scales = _check_scales(scales, scaling)
     default3, default4 = default_units(select_units(model))
     fig3_unit, fig4_units = fig3_unit or default3, list(fig4_units or default4)
     select_units(model, [fig3_unit, *fig4_units])  # an unknown unit fails before any work
@@ -360,9 +374,7 @@ def analyze(
         overrides={k: (list(v) if isinstance(v, tuple) else v) for k, v in (cfg.get("overrides") or {}).items()},
         dataset=info.name if info is not None else type(dataset).__name__,
         input_size=list(examples[0].shape[1:]) if examples else None,
-        scaling="render (data set draws the object at each factor)"
-        if scaling == "render"
-        else "crop 1/s at the centre, resize back",
+        scaling=_SCALING_WORDS[scaling],
         max_images=max_images,
         device=str(device),
         seconds=round(time.time() - t0, 1),
@@ -371,3 +383,18 @@ def analyze(
     mean = tuple(info.mean) if info is not None else tuple(cfg.get("mean") or (0.0,))
     std = tuple(info.std) if info is not None else tuple(cfg.get("std") or (1.0,))
     return AnalysisResult(summary, examples or None, mean, std)
+
+
+_SCALING_WORDS = {
+    "crop": "crop 1/s at the centre, resize back",
+    "render": "render (data set draws the object at each factor)",
+}
+
+
+def _check_scales(scales: Sequence[float], scaling: str) -> list[float]:
+    scales = [float(s) for s in scales]
+    if not scales or any(not math.isfinite(s) or s < 1 for s in scales):
+        raise ValueError(f"scales must be factors >= 1 (the paper uses 1.0 1.5 2.0), got {scales}")
+    if scaling not in _SCALING_WORDS:
+        raise ValueError(f"scaling must be 'crop' or 'render', got {scaling!r}")
+    return scales

@@ -18,7 +18,7 @@ def check_dims(dims: int) -> int:
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
-    """Padding that keeps the spatial size at stride 1 (SPEC 1: ``pad = D * (k - 1) / 2``)."""
+    """Padding that keeps the size at stride 1: ``D * (k - 1) / 2`` (docs/paper.md, 'Selective kernel convolution')."""
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd to keep the spatial size, got {kernel_size}")
     return dilation * (kernel_size - 1) // 2

@@ -1,4 +1,4 @@
-"""Initialisation of the released networks (SPEC 1)."""
+"""Initialisation of the released networks (docs/paper.md, 'Initialisation')."""
 
 from __future__ import annotations
 

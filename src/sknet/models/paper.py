@@ -1,4 +1,4 @@
-"""Every complexity figure and error the paper reports (Tables 1-7, SPEC), as data.
+"""Every complexity figure and error the paper reports (Tables 1-7; docs/paper.md, 'Reported figures'), as data.
 
 :data:`PAPER` gives the figures of each registered model the paper reports; :data:`ABLATIONS`
 names the rows of Tables 6 and 7 as a model plus overrides; :data:`DEVIATIONS` lists, with the
@@ -61,7 +61,7 @@ PAPER: dict[str, PaperFigures] = {
     "sknet29": PaperFigures("5", "SKNet-29", 27.7, cifar10_err=3.47, cifar100_err=17.33),
 }
 
-K3, K5, K7 = (3, 1, 32), (3, 2, 32), (3, 3, 32)  # K5 / K7: 3x3 with dilation 2 / 3 (SPEC 1)
+K3, K5, K7 = (3, 1, 32), (3, 2, 32), (3, 3, 32)  # K5 / K7 as in docs/paper.md, 'Selective kernel convolution'
 
 
 def _t6(label: str, second: tuple, params_m: float, gflops: float, err: float) -> Ablation:

@@ -35,7 +35,7 @@ class TrainConfig:
     weights: str | None = None
     backbone_lr_factor: float = 1.0  # learning rate of everything but the classifier, relative to its
     head_only_epochs: int = 0  # the first N epochs train the classifier alone (the rest at learning rate 0)
-    # data augmentation (SPEC 3)
+    # data augmentation (docs/paper.md, 'Training on ImageNet')
     image_size: int | None = None  # crop size; None: the dataset's native size
     crop_scale_min: float = 0.08  # random-size crop area range [min, 1] (photos)
     pad: int | None = None  # pad + random crop instead (CIFAR: 4); None: the dataset's default

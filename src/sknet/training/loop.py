@@ -50,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 
 def param_groups(model: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
-    """Weight decay on conv / linear weights only: none on BN parameters and biases (SPEC 1)."""
+    """Weight decay on conv / linear weights, none on BN parameters and biases (docs/paper.md, 'Initialisation')."""
     decay, no_decay = [], []
     for p in model.parameters() if isinstance(model, nn.Module) else model:
         if p.requires_grad:
