@@ -74,11 +74,11 @@ from pathlib import Path
 from sknet.weights import read_record
 
 out = Path(sys.argv[1])
-print(f"pretrained on classes 0-4: test error {read_record(out / 'pretrain' / 'model.safetensors')['metrics']['test_top1_err']:.2f} %")
+print(f"pretrained on classes 0-4: test error {read_record(out / 'pretrain' / 'model.safetensors').metrics['test_top1_err']:.2f} %")
 for arm in ("finetune", "finetune_backbone_lr_0.1", "pretrained_demo_recipe", "scratch"):
     runs = sorted((out / arm).glob("seed*/model.safetensors"))
-    errs = [read_record(r)["metrics"]["test_top1_err"] for r in runs]
-    steps = {read_record(r)["metrics"]["steps"] for r in runs}
+    errs = [read_record(r).metrics["test_top1_err"] for r in runs]
+    steps = {read_record(r).metrics["steps"] for r in runs}
     spread = f" +- {statistics.stdev(errs):.2f}" if len(errs) > 1 else ""
     print(f"{arm:<24} classes 5-9: test error {statistics.fmean(errs):.2f}{spread} % "
           f"({', '.join(f'{e:.2f}' for e in errs)}; {len(errs)} seeds, {steps} steps)")

@@ -71,8 +71,8 @@ for task in sys.argv[2:]:
         runs = sorted((out / task / variant).glob("seed*/model.safetensors"))
         if not runs:
             continue
-        errs = [read_record(r)["metrics"]["test_top1_err"] for r in runs]
-        steps = {read_record(r)["metrics"]["steps"] for r in runs}
+        errs = [read_record(r).metrics["test_top1_err"] for r in runs]
+        steps = {read_record(r).metrics["steps"] for r in runs}
         std = statistics.stdev(errs) if len(errs) > 1 else float("nan")
         rows.append(dict(dataset=task, variant=variant, seeds=len(errs), err_mean=statistics.fmean(errs), err_std=std))
         print(f"  {variant:<9} test error {rows[-1]['err_mean']:.2f} +- {std:.2f} % "

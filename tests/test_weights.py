@@ -118,14 +118,34 @@ def test_save_weights_and_load_model_round_trip_with_metadata(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "the temporary file was left behind"
 
 
-def test_atomic_write_gives_the_usual_permissions(tmp_path):
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_write_gives_the_usual_permissions(tmp_path, umask, mode):
+    """The mode a plain open() would give (mkstemp's own is 0600): 0666 less the umask."""
     import os
 
     from sknet.io import atomic_write
 
-    umask = os.umask(0o022)
+    before = os.umask(umask)
     try:
         path = atomic_write(tmp_path / "f.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
     finally:
-        os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_checkpoint_without_meta_rebuilds_the_model_of_its_training_config(tmp_path):
+    """A training checkpoint's config is a TrainConfig: the overrides are its ``model_overrides``, the
+    class count is the classifier's."""
+    import dataclasses
+
+    from sknet.training.config import TrainConfig
+
+    a = randomize_bn(sknet.create_model("sknet_mini", num_classes=5, branches=[(3, 1, 8), (3, 3, 8)], select="sum"))
+    config = dataclasses.asdict(TrainConfig(model="sknet_mini", model_overrides=dict(a.pretrained_cfg["overrides"])))
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": a.state_dict(), "config": config}, path)
+    b = sknet.load_model(path)
+    assert b.pretrained_cfg["overrides"] == {"branches": [[3, 1, 8], [3, 3, 8]], "select": "sum"}
+    assert b.pretrained_cfg["num_classes"] == 5
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(_logits(a, x), _logits(b, x))

@@ -20,6 +20,7 @@ from .deploy import (
 from .layers import SKAttention, SKConv
 from .models import create_model, get_model_entry, list_models, load_model, register_model
 from .pretrained import from_pretrained, save_pretrained
+from .record import ModelRecord
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Complexity",
     "FeatureExtractor",
+    "ModelRecord",
     "SKAttention",
     "SKConv",
     "complexity",

@@ -30,7 +30,8 @@ from .complexity import complexity
 from .io import write_text
 from .models.factory import load_model
 from .models.registry import get_model_entry
-from .weights import num_classes_of, save_weights
+from .record import FORMAT, ModelRecord, record_of
+from .weights import save_weights
 
 _log = logging.getLogger(__name__)
 
@@ -42,20 +43,7 @@ CONFIG_FIELDS = ("model_name", "overrides", "num_classes", "input_size", "mean",
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
-def save_pretrained(
-    model: nn.Module | str | Path,
-    directory: str | Path,
-    *,
-    model_name: str | None = None,
-    overrides: dict | None = None,
-    num_classes: int | None = None,
-    input_size: tuple[int, ...] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    classes: list[str] | None = None,
-    metrics: dict | None = None,
-    provenance: dict | None = None,
-) -> Path:
+def save_pretrained(model: nn.Module | str | Path, directory: str | Path, **fields) -> Path:
     """Write ``model`` as a model folder: ``config.json``, ``model.safetensors`` and a ``README.md`` card.
 
     Args:
@@ -65,12 +53,12 @@ def save_pretrained(
         directory: The folder; created if needed. Other files in it are left alone (e.g. a
             clone of a Hub repo); ``config.json``, ``model.safetensors`` and ``README.md`` are
             replaced, the card regenerated.
-        model_name, overrides, num_classes, input_size, mean, std, classes: The record's
-            fields; unset ones default to ``model.pretrained_cfg`` (what ``create_model`` /
-            ``load_model`` recorded) and then to the registry entry, as :func:`sknet.save_weights`.
-        metrics, provenance: Recorded and shown on the card. For a model object they are only
-            what is passed here (like :func:`sknet.save_weights`: a model's weights may have
-            changed since its record was written); for a file, its own.
+        **fields: The record's fields (``model_name``, ``overrides``, ``num_classes``,
+            ``input_size``, ``mean``, ``std``, ``classes``, ``metrics``, ``provenance``); unset
+            ones default as in :func:`sknet.save_weights` (:meth:`sknet.record.ModelRecord.from_model`),
+            then to the registry entry. For a model object, ``metrics`` and ``provenance`` are
+            only what is passed here (a model's weights may have changed since its record was
+            written); for a file, its own.
 
     Returns:
         The folder.
@@ -83,44 +71,25 @@ def save_pretrained(
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{str(directory)!r} is a file; save_pretrained writes a folder: give a folder's path")
     if isinstance(model, (str, Path)):
-        path, model = model, load_model(model)
-        cfg = model.pretrained_cfg
-        metrics = cfg.get("metrics") if metrics is None else metrics
-        provenance = cfg.get("provenance") if provenance is None else provenance
-        _log.debug("save_pretrained: the model and record of %s", path)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    name = model_name or cfg.get("name")
-    if not name:
-        raise ValueError("save_pretrained needs model_name= (the model was not built by sknet.create_model)")
-    entry = get_model_entry(name)
-    known = (num_classes, cfg.get("num_classes"), num_classes_of(model.state_dict()), entry.num_classes)
-    record = dict(
-        model_name=name,
-        overrides=overrides if overrides is not None else cfg.get("overrides") or {},
-        num_classes=next(n for n in known if n is not None),
-        input_size=input_size or cfg.get("input_size") or entry.input_size,
-        mean=mean or cfg.get("mean") or [],
-        std=std or cfg.get("std") or [],
-        classes=classes or cfg.get("classes") or [],
-        metrics=metrics or {},
-        provenance=provenance or {},
-    )
-    try:
-        record = json.loads(json.dumps(record, allow_nan=True))  # the form the files hold: lists, not tuples
-    except TypeError as e:
-        raise ValueError(
-            f"save_pretrained: the record's fields must be JSON values (numbers, strings, lists, dicts): {e}"
-        ) from None
+        _log.debug("save_pretrained: the model and record of %s", model)
+        model = load_model(model)
+        results = {k: model.pretrained_cfg.get(k) for k in ("metrics", "provenance")}
+        fields = {**results, **{k: v for k, v in fields.items() if v is not None}}
+    record = ModelRecord.from_model(model, **fields)
+    entry = get_model_entry(record.model_name)
+    record.input_size = record.input_size or list(entry.input_size)
+    record.num_classes = entry.num_classes if record.num_classes is None else record.num_classes
 
     # Everything that can fail on bad input is done before the folder is touched.
-    config = {"format": "sknet", **{k: record[k] for k in CONFIG_FIELDS}}
+    values = record.to_dict()
+    config = {"format": FORMAT, **{k: values[k] for k in CONFIG_FIELDS}}
     card = model_card(model, record, directory.name)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG).unlink(missing_ok=True)  # the completion mark goes first, comes back last
-    save_weights(model, directory / WEIGHTS, **record)
+    save_weights(model, directory / WEIGHTS, record=record)
     write_text(directory / CARD, card)
     write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
-    _log.debug("wrote model folder %s (%s)", directory, name)
+    _log.debug("wrote model folder %s (%s)", directory, record.model_name)
     return directory
 
 
@@ -159,21 +128,21 @@ def from_pretrained(path_or_repo_id: str | Path, *, revision: str | None = None,
     return _load_folder(folder, f"Hub repo {path_or_repo_id!r} (downloaded to {str(folder)!r})")
 
 
-def model_card(model: nn.Module, record: dict, title: str = "") -> str:
+def model_card(model: nn.Module, record: ModelRecord, title: str = "") -> str:
     """The ``README.md`` of a model folder: what the model is, its size, its inputs and record, how to load it."""
-    entry = get_model_entry(record["model_name"])
-    name = record["model_name"]
-    size = "x".join(map(str, record["input_size"]))  # C x H x W (C x L, C x T x H x W in 1-D, 3-D)
-    kind = {2: "signal", 3: "image", 4: "volume"}[len(record["input_size"])]
-    cost = complexity(model, tuple(record["input_size"]))
-    classes = record["classes"]
-    overrides = record["overrides"]
+    name = record.model_name
+    entry = get_model_entry(name)
+    size = "x".join(map(str, record.input_size))  # C x H x W (C x L, C x T x H x W in 1-D, 3-D)
+    kind = {2: "signal", 3: "image", 4: "volume"}[len(record.input_size)]
+    cost = complexity(model, tuple(record.input_size))
+    classes = record.classes
+    overrides = record.overrides
     rows = [
         ("model", f"`{name}`: {entry.doc}" if entry.doc else f"`{name}`"),
         ("overrides", f"`{json.dumps(overrides)}`" if overrides else "none (the registered model)"),
-        ("classes", f"{record['num_classes']}" + (f" ({_shorten(classes)})" if classes else "")),
+        ("classes", f"{record.num_classes}" + (f" ({_shorten(classes)})" if classes else "")),
         ("input", size),
-        ("mean / std", f"{record['mean']} / {record['std']}" if record["mean"] else "not recorded"),
+        ("mean / std", f"{record.mean} / {record.std}" if record.mean else "not recorded"),
         ("parameters", f"{cost.params:,} ({cost.params_m:.2f} M)"),
         ("multiply-adds", f"{cost.macs:,} ({cost.gmacs:.3f} G) per {size} {kind}"),
     ]
@@ -197,11 +166,11 @@ def model_card(model: nn.Module, record: dict, title: str = "") -> str:
         *(f"| {k} | {v} |" for k, v in rows),
         "",
     ]
-    if record["metrics"]:
+    if record.metrics:
         lines += ["## Metrics", "", "As recorded with these weights.", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {_number(v)} |" for k, v in record["metrics"].items()]
+        lines += [f"| {k} | {_number(v)} |" for k, v in record.metrics.items()]
         lines.append("")
-    provenance = record["provenance"]
+    provenance = record.provenance
     if provenance:
         lines += ["## Provenance", ""]
         known = {"torch": "torch version", "processes": "training processes"}
@@ -234,7 +203,7 @@ def model_card(model: nn.Module, record: dict, title: str = "") -> str:
         "A Hub repo id needs `pip install sknet[hub]` (huggingface_hub). `model.safetensors` alone also loads with "
         "`sknet.load_model(path)`; `config.json` repeats its record (model, overrides, classes, input size, "
         "mean / std). Inputs are "
-        + (f"{size} {kind}s normalised with the mean and std above." if record["mean"] else f"{size} {kind}s."),
+        + (f"{size} {kind}s normalised with the mean and std above." if record.mean else f"{size} {kind}s."),
         "",
     ]
     return "\n".join(lines)
@@ -273,7 +242,8 @@ def _load_folder(folder: Path, label: str) -> nn.Module:
         raise ValueError(
             f"{label}: config.json is not valid JSON ({e}); write the folder again with sknet.save_pretrained"
         ) from None
-    if not isinstance(config, dict) or not isinstance(config.get("model_name"), str):
+    stated = record_of(config) if isinstance(config, dict) else None
+    if stated is None:
         keys = sorted(config)[:8] if isinstance(config, dict) else type(config).__name__
         raise ValueError(
             f'{label}: config.json is not an sknet model config (no "model_name"; it has {keys}). '
@@ -281,11 +251,11 @@ def _load_folder(folder: Path, label: str) -> nn.Module:
             "(timm, torchvision) load with sknet.create_model(name, weights=path_to_weights)."
         )
     model = load_model(folder / WEIGHTS)
-    cfg = dict(model.pretrained_cfg, model_name=model.pretrained_cfg["name"])
+    held = ModelRecord.from_model(model)
     differ = [
-        f"{k}: config.json {config[k]!r}, weights {cfg.get(k)!r}"
+        f"{k}: config.json {config[k]!r}, weights {getattr(held, k)!r}"
         for k in CONFIG_FIELDS
-        if k in config and _same(config[k]) != _same(cfg.get(k))
+        if k in config and getattr(stated, k) != getattr(held, k)
     ]
     if differ:
         raise ValueError(
@@ -295,11 +265,6 @@ def _load_folder(folder: Path, label: str) -> nn.Module:
             "sknet.save_pretrained(sknet.load_model('DIR/model.safetensors'), 'DIR', classes=[...], ...)."
         )
     return model
-
-
-def _same(value):
-    """A field in a comparable form: JSON values (lists, not tuples); empty is the same as unset."""
-    return json.loads(json.dumps(value)) if value not in (None, [], {}, ()) else None
 
 
 def _download(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:

@@ -6,7 +6,6 @@ safetensors). The format is detected from the file's bytes, the source from its 
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from collections.abc import Collection
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .io import atomic_write
+from .record import ModelRecord, num_classes_of, record_of
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -170,15 +170,14 @@ def load_weights(model: nn.Module, path: str | Path, model_name: str | None = No
             missing / unexpected / mis-shaped keys).
     """
     sd, meta = read_state_dict(path)
-    check_model_name(path, meta, model_name)
+    check_model_name(path, record_of(meta, sd), model_name)
     return apply_state_dict(model, sd, path, model_name=model_name, strict=strict)
 
 
-def check_model_name(path: str | Path, meta: dict, model_name: str | None) -> None:
-    """Refuse a file whose metadata names another model than ``model_name``."""
-    recorded = _record_model_name(meta)
-    if model_name and recorded and recorded != model_name:
-        raise ValueError(f"{str(path)!r} holds weights for model {recorded!r}, not {model_name!r}")
+def check_model_name(path: str | Path, record: ModelRecord | None, model_name: str | None) -> None:
+    """Refuse a file whose record names another model than ``model_name``."""
+    if model_name and record and record.model_name != model_name:
+        raise ValueError(f"{str(path)!r} holds weights for model {record.model_name!r}, not {model_name!r}")
 
 
 def apply_state_dict(
@@ -232,7 +231,7 @@ def load_pretrained(model: nn.Module, path: str | Path, model_name: str | None =
         ``[]``), ``file_classes`` (the file's classifier size, or None if it has none).
     """
     sd, meta = read_state_dict(path)
-    check_model_name(path, meta, model_name)
+    check_model_name(path, record_of(meta, sd), model_name)
     file_classes = num_classes_of(sd)
     sd = convert_state_dict(sd, model)
     target = model.state_dict()
@@ -244,99 +243,36 @@ def load_pretrained(model: nn.Module, path: str | Path, model_name: str | None =
 
 
 # --------------------------------------------------------------------------- records
-# The files we write say which model they hold: a .safetensors from save_weights carries a
-# metadata record (strings; structured values are JSON), a training checkpoint its config and
-# the same record under "meta". Other libraries' files carry none.
-
-_JSON_KEYS = ("overrides", "input_size", "mean", "std", "provenance", "metrics", "classes")
+# The files we write say which model they hold (sknet/record.py): a .safetensors from
+# save_weights carries its ModelRecord as metadata strings. Other libraries' files carry none.
 
 
-def save_weights(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    model_name: str | None = None,
-    overrides: dict | None = None,
-    num_classes: int | None = None,
-    input_size: tuple[int, ...] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    provenance: dict | None = None,
-    metrics: dict | None = None,
-    classes: list[str] | None = None,
-) -> Path:
-    """Write ``model``'s weights and a metadata record to a .safetensors file, atomically.
+def save_weights(model: nn.Module, path: str | Path, *, record: ModelRecord | None = None, **fields) -> Path:
+    """Write ``model``'s weights and its record to a .safetensors file, atomically.
 
-    Unset fields default to what ``create_model`` recorded in ``model.pretrained_cfg``; the class
-    count to the classifier's size.
+    Args:
+        model: The model.
+        path: The file.
+        record: The record to write; by default ``ModelRecord.from_model(model, **fields)``.
+        **fields: The record's fields (``model_name``, ``overrides``, ``num_classes``,
+            ``input_size``, ``mean``, ``std``, ``classes``, ``provenance``, ``metrics``);
+            unset ones default to what ``create_model`` recorded in ``model.pretrained_cfg``,
+            the class count to the classifier's size (:meth:`ModelRecord.from_model`).
+
     :func:`sknet.load_model` rebuilds the model from the file alone.
     """
     from safetensors.torch import save_file
 
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    model_name = model_name or cfg.get("name")
-    if not model_name:
-        raise ValueError("save_weights needs model_name= (the model was not built by create_model)")
+    if record is None:
+        record = ModelRecord.from_model(model, **fields)
+    elif fields:
+        raise TypeError(f"save_weights takes record= or the record's fields, not both (got {sorted(fields)})")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if num_classes is None:  # the classifier's own size: the model may have been given a new one since
-        num_classes = num_classes_of(tensors) or cfg.get("num_classes")
-    meta = {
-        "format": "sknet",
-        "model_name": model_name,
-        "overrides": json.dumps(overrides if overrides is not None else cfg.get("overrides", {})),
-        "num_classes": str(num_classes),
-        "input_size": json.dumps(list(input_size or cfg.get("input_size") or ())),
-        "mean": json.dumps(list(mean or cfg.get("mean") or ())),
-        "std": json.dumps(list(std or cfg.get("std") or ())),
-        "provenance": json.dumps(provenance or {}),
-        "metrics": json.dumps(metrics or {}),
-        "classes": json.dumps(classes or cfg.get("classes") or []),
-    }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    metadata = record.to_metadata()
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def model_record(sd: dict[str, torch.Tensor], meta: dict) -> dict | None:
-    """The record of a file we wrote (from :func:`read_state_dict`'s output), decoded; None for
-    a file that names no model (another library's weights).
-
-    Keys: ``model_name``, ``overrides``, ``num_classes`` and, where known, ``input_size``,
-    ``mean``, ``std``, ``classes``, ``provenance``, ``metrics``.
-    """
-    if meta.get("format") == "sknet" and "model_name" in meta:  # safetensors written by save_weights
-        record = dict(meta)
-        for key in _JSON_KEYS:
-            if isinstance(record.get(key), str):
-                record[key] = json.loads(record[key])
-        if isinstance(record.get("num_classes"), str):
-            record["num_classes"] = int(record["num_classes"]) if record["num_classes"].isdigit() else None
-        return record
-    if isinstance(meta.get("meta"), dict) and meta["meta"].get("model_name"):  # training checkpoint
-        return dict(meta["meta"])
-    config = meta.get("config")
-    if isinstance(config, dict) and isinstance(config.get("model"), str):  # a checkpoint without "meta"
-        num_classes = config.get("num_classes")
-        if not isinstance(num_classes, int):
-            num_classes = num_classes_of(sd)
-        return dict(model_name=config["model"], overrides=config.get("overrides") or {}, num_classes=num_classes)
-    return None
-
-
-def read_record(path: str | Path) -> dict | None:
-    """The model record of the file at ``path`` (:func:`model_record`), or None."""
-    return model_record(*read_state_dict(path))
-
-
-def num_classes_of(sd: dict[str, torch.Tensor]) -> int | None:
-    """The classifier's output count in a state dict (``fc.weight``, torchvision MobileNetV2's
-    ``classifier.1.weight``), or None."""
-    fc = sd.get("fc.weight", sd.get("classifier.1.weight"))
-    return fc.shape[0] if fc is not None and fc.dim() == 2 else None
-
-
-def _record_model_name(meta: dict) -> str | None:
-    if meta.get("model_name"):
-        return meta["model_name"]
-    if isinstance(meta.get("meta"), dict) and meta["meta"].get("model_name"):
-        return meta["meta"]["model_name"]
-    config = meta.get("config")
-    return config.get("model") if isinstance(config, dict) else None
+def read_record(path: str | Path) -> ModelRecord | None:
+    """The record of the file at ``path`` (:func:`sknet.record.record_of`), or None."""
+    sd, meta = read_state_dict(path)
+    return record_of(meta, sd)

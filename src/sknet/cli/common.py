@@ -7,7 +7,8 @@ import argparse
 from torch import nn
 
 from ..models import create_model, load_model
-from ..weights import model_record, num_classes_of, read_state_dict
+from ..record import num_classes_of, record_of
+from ..weights import read_state_dict
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, title: str = "model (one of)") -> None:
@@ -45,5 +46,5 @@ def model_from_args(args: argparse.Namespace, action: str) -> nn.Module:
 def weights_num_classes(path: str) -> int | None:
     """The classifier size of a weights file: its record's, else its ``fc.weight``'s."""
     sd, meta = read_state_dict(path)
-    record = model_record(sd, meta) or {}
-    return record["num_classes"] if isinstance(record.get("num_classes"), int) else num_classes_of(sd)
+    record = record_of(meta, sd)
+    return record.num_classes if record else num_classes_of(sd)

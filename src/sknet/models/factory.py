@@ -11,7 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..weights import apply_state_dict, check_model_name, load_weights, model_record, read_state_dict
+from ..record import record_of
+from ..weights import apply_state_dict, check_model_name, load_weights, read_state_dict
 from .registry import get_model_entry
 
 
@@ -67,16 +68,15 @@ def load_model(path: str | Path, model_name: str | None = None) -> nn.Module:
             ``model_name``.
     """
     sd, meta = read_state_dict(path)
-    record = model_record(sd, meta)
+    record = record_of(meta, sd)
     if record is None:
         raise ValueError(
             f"{str(path)!r} has no sknet record of which model it holds; build the model yourself and load "
             "the weights into it: create_model(name, weights=path) (command line: --model NAME --weights PATH)"
         )
-    check_model_name(path, meta, model_name)
-    name = record["model_name"]
-    model = create_model(name, num_classes=record.get("num_classes"), **(record.get("overrides") or {}))
-    apply_state_dict(model, sd, path, model_name=name)
-    keep = ("input_size", "mean", "std", "provenance", "metrics", "classes")
-    model.pretrained_cfg.update({k: record[k] for k in keep if record.get(k)})
+    check_model_name(path, record, model_name)
+    model = create_model(record.model_name, num_classes=record.num_classes, **record.overrides)
+    apply_state_dict(model, sd, path, model_name=record.model_name)
+    kept = ("input_size", "mean", "std", "provenance", "metrics", "classes")
+    model.pretrained_cfg.update({k: getattr(record, k) for k in kept if getattr(record, k)})
     return model
