@@ -162,6 +162,31 @@ def test_cli_exports_a_shared_weights_file_and_records_the_model(tmp_path, capsy
         assert (sk_export.run_exported(fused, "onnx", x[:1]) - model(x[:1])).abs().max().item() <= 1e-4
 
 
+def test_the_onnx_file_carries_the_model_record_and_follows_the_umask(tmp_path):
+    """Class names, normalisation, model and input size reach the ONNX metadata_props, in the weights'
+    record's own encoding; the file's mode is the umask's, as for every file sknet writes."""
+    import os
+
+    onnx = pytest.importorskip("onnx")
+    from sknet.record import ModelRecord
+
+    model = sknet.create_model("sknet_mini", select="sum", num_classes=3)
+    fields = dict(mean=(0.5,), std=(0.25,), classes=["ant", "bee", "cat"])
+    model = sknet.load_model(sknet.save_weights(model, tmp_path / "w.safetensors", **fields))
+    before = os.umask(0o027)
+    try:
+        path = sk_export.export_model(model, tmp_path / "w.onnx", "onnx", (1, 32, 32)).path
+    finally:
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == 0o640
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    record = ModelRecord.from_metadata(props, prefix="sknet.")
+    assert record.model_name == "sknet_mini" and record.overrides == {"select": "sum"} and record.num_classes == 3
+    assert (record.classes, record.mean, record.std) == (fields["classes"], [0.5], [0.25])
+    assert record.input_size == [1, 32, 32]  # the exported size, not the model's default 28 x 28
+    assert json.loads(props["sknet.classes"]) == fields["classes"] and props["sknet.fused"] == "False"
+
+
 def test_shared_weights_round_trip_gives_identical_outputs_and_features(tmp_path):
     overrides = dict(branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)], reduction=8)
     model = conditioned(sknet.create_model("sknet26", num_classes=12, **overrides), (3, 64, 64))

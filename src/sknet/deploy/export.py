@@ -25,8 +25,6 @@ Choices (docs/deploy.md):
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_write
+from ..record import ModelRecord
 from .fusion import fuse as fuse_model
 
 FORMATS = ("onnx", "torchscript", "exported")
@@ -44,6 +43,7 @@ ONNX_OPSET = 20
 DYNAMIC_EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1
 DYNAMIC_CHECK_BATCHES = (1, 3)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+METADATA_PREFIX = "sknet."  # ONNX metadata_props: the model's record, ModelRecord.from_metadata(props, METADATA_PREFIX)
 
 
 @dataclass
@@ -90,7 +90,6 @@ def _export_onnx(model, x, path, dynamic_batch, opset, metadata) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), path, **kwargs)
-    # Record what the model is, for whoever receives the file (ONNX metadata_props).
     proto = onnx.load(path)
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
@@ -184,16 +183,10 @@ def export_model(
             expected = {b: eager(x) for b, x in inputs.items()}
         except RuntimeError as e:
             raise ValueError(f"the model does not run on input {input_size}: {e}") from e
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    metadata = {
-        "sknet.model_name": str(cfg.get("name", type(model).__name__)),
-        "sknet.overrides": json.dumps(cfg.get("overrides", {})),
-        "sknet.num_classes": str(cfg.get("num_classes", "")),
-        "sknet.input_size": json.dumps(list(input_size)),
-        "sknet.mean": json.dumps(list(cfg.get("mean") or ())),
-        "sknet.std": json.dumps(list(cfg.get("std") or ())),
-        "sknet.fused": str(bool(fuse)),
-    }
+    # What the model is, for whoever receives an ONNX file: its record, at the exported input size.
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("name") or type(model).__name__
+    record = ModelRecord.from_model(model, model_name=name, input_size=input_size)
+    metadata = {**record.to_metadata(prefix=METADATA_PREFIX), METADATA_PREFIX + "fused": str(bool(fuse))}
     report: ExportReport | None = None
 
     def write(tmp: str) -> None:
@@ -228,5 +221,4 @@ def export_model(
             )
 
     atomic_write(output, write)
-    os.chmod(output, 0o644)  # mkstemp creates 0600; an export is a file to share
     return report
