@@ -22,17 +22,12 @@ one cannot). Under ``torch.compile`` the plain ops run and Inductor fuses them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import sk_lean
 from .functional import bn_affine, gap, is_plain_batchnorm, memory_format, per_channel
-
-if TYPE_CHECKING:
-    from .sk_conv import SKConv
 
 SK_IMPLS = ("reference", "fast")
 # Parts of the fast path the ablation can switch off: spec token -> SKConv attribute.
@@ -62,13 +57,13 @@ def parse_sk_impl(spec: str) -> dict[str, str | bool]:
     return settings
 
 
-def impl_spec(sk: SKConv) -> str:
+def impl_spec(sk: nn.Module) -> str:
     """``sk``'s settings as a spec string, :func:`parse_sk_impl`'s inverse (``"fast,nolean"``)."""
     off = [token for token, attr in FAST_PARTS.items() if not getattr(sk, attr)]
     return ",".join([sk.impl, *off]) if sk.impl == "fast" else sk.impl
 
 
-def forward(sk: SKConv, x: torch.Tensor) -> torch.Tensor:
+def forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``sk.forward_reference(x)``'s result, computed as the module docstring lists."""
     inputs = sk.inputs(x)
     if sk_lean.applies(sk, x):
@@ -102,7 +97,7 @@ def select(feats: list[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def branch(sk: SKConv, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def branch(sk: nn.Module, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
     conv, bn = path.conv, path.bn
     if path.training or not sk.fold_eval_bn or not is_plain_batchnorm(bn):
@@ -115,7 +110,7 @@ def branch(sk: SKConv, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def branch_conv(
-    sk: SKConv,
+    sk: nn.Module,
     conv: nn.modules.conv._ConvNd,
     x: torch.Tensor,
     weight: torch.Tensor | None = None,

@@ -11,20 +11,16 @@ tensor is spent on either. docs/performance.md measures the memory it saves.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .functional import bn_affine, gap, per_channel
 
-if TYPE_CHECKING:
-    from .sk_conv import SKConv
-
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
-def applies(sk: SKConv, x: torch.Tensor) -> bool:
+def applies(sk: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``sk``'s fast path takes the lean step for ``x``: training with autograd recording,
     in eager mode (compiled, the plain ops run and Inductor fuses them), two branches with attention,
     each branch ending in ``BatchNorm -> ReLU``. Autocast is covered: the maps stay in autocast's
@@ -58,7 +54,7 @@ def _local_batchnorm(bn: nn.Module) -> bool:
     return True
 
 
-def lean_select(sk: SKConv, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+def lean_select(sk: nn.Module, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
     """``V`` from the two branches' conv outputs ``c1``, ``c2`` (before their BatchNorms)."""
     bn1, bn2 = sk.paths[0].bn, sk.paths[1].bn
     # An autograd.Function returns gradients only for the tensors passed to it: the BN and attention
@@ -84,7 +80,7 @@ class _LeanSelect(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sk: SKConv, c1, c2, w1, b1, w2, b2, *attn_params):
+    def forward(ctx, sk: nn.Module, c1, c2, w1, b1, w2, b2, *attn_params):
         feats, stats = [], []
         for c, bn, w, b in ((c1, sk.paths[0].bn, w1, b1), (c2, sk.paths[1].bn, w2, b2)):
             momentum = _count_batch(bn)
@@ -134,7 +130,7 @@ def _recompute(c: torch.Tensor, bn: _BatchNorm, mean: torch.Tensor, invstd: torc
     return torch.addcmul(shift.view(shape), c, scale.view(shape)).relu_().to(c.dtype)
 
 
-def _attention_backward(sk: SKConv, s_leaf, a, feats, grad) -> tuple[torch.Tensor, list]:
+def _attention_backward(sk: nn.Module, s_leaf, a, feats, grad) -> tuple[torch.Tensor, list]:
     """``dL/ds`` and the attention parameters' gradients (None for frozen ones), from
     ``dL/da_1 = sum over positions of grad * (U_1 - U_2)`` (``a_2 = 1 - a_1`` is inside ``a``'s softmax)."""
     d = feats[0] - feats[1]

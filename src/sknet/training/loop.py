@@ -29,6 +29,7 @@ from ..data import DatasetInfo, build_dataset, collate_skip, set_epoch
 from ..io import write_csv, write_text
 from ..models import create_model, get_model_entry
 from ..plotting import save_figure, training_curves
+from ..record import ModelRecord
 from ..weights import load_pretrained, read_record, save_weights
 from . import distributed as dist
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
@@ -111,8 +112,8 @@ def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
     if cfg.pad is not None:
         options["pad"] = cfg.pad
     record = read_record(cfg.weights) if cfg.weights else None
-    if record and record.get("mean") and record.get("std"):  # normalise as the weights were trained
-        options.update(mean=record["mean"], std=record["std"])
+    if record and record.mean and record.std:  # normalise as the weights were trained
+        options.update(mean=record.mean, std=record.std)
     train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
     val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options)
     info = train_set.info
@@ -217,13 +218,13 @@ def drop_backbone_momentum(optimizer: torch.optim.Optimizer, model: nn.Module) -
         optimizer.state.pop(p, None)
 
 
-def _model_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> dict:
-    """What rebuilds the model and prepares its input: the checkpoint's ``meta``, and the
-    record in ``model.safetensors`` (:func:`sknet.save_weights`'s keyword arguments)."""
+def _model_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> ModelRecord:
+    """What rebuilds the model and prepares its input: the checkpoint's ``meta`` and, with the
+    run's metrics and provenance, the record in ``model.safetensors``."""
     size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
-    return dict(
+    return ModelRecord(
         model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, input_size=size,
-        mean=list(info.mean), std=list(info.std), classes=list(info.classes),
+        mean=info.mean, std=info.std, classes=info.classes,
     )  # fmt: skip
 
 
@@ -485,11 +486,11 @@ def _finish(ctx: RunContext, run: RunState, stopped_mid_epoch: bool, t0: float) 
         wall_time_s=time.perf_counter() - t0, output=str(ctx.out),
     )  # fmt: skip
     if ctx.main:
-        save_weights(
-            ctx.model_without_ddp, ctx.out / "model.safetensors", **_model_record(cfg, ctx.info, ctx.model_overrides),
-            metrics={k: result[k] for k in RESULT_METRICS},
+        record = dataclasses.replace(
+            _model_record(cfg, ctx.info, ctx.model_overrides), metrics={k: result[k] for k in RESULT_METRICS},
             provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=ctx.world),
         )  # fmt: skip
+        save_weights(ctx.model_without_ddp, ctx.out / "model.safetensors", record=record)
         if ctx.writer:
             ctx.writer.close()
     return result
@@ -521,7 +522,7 @@ def _save_checkpoint(ctx: RunContext, run: RunState) -> None:
             model=ctx.model_without_ddp.state_dict(), optimizer=step.optimizer.state_dict(),
             scheduler=step.scheduler.state_dict(), scaler=step.scaler.state_dict() if step.scaler else None,
             run=dataclasses.asdict(run), rng=rngs, config=dataclasses.asdict(ctx.cfg),
-            meta=_model_record(ctx.cfg, ctx.info, ctx.model_overrides),
+            meta=_model_record(ctx.cfg, ctx.info, ctx.model_overrides).to_dict(),
         ))  # fmt: skip
 
 
