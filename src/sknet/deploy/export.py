@@ -130,6 +130,21 @@ def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
+def _check_export_args(output, fmt: str, input_size: Sequence[int], batch_size: int) -> tuple[int, ...]:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "exported" and Path(output).suffix != ".pt2":
+        raise ValueError(f"torch.export files must end in .pt2 (torch.export.load requires it), got {str(output)!r}")
+    input_size = tuple(int(s) for s in input_size)
+    if not 2 <= len(input_size) <= 4 or min(input_size) < 1:
+        raise ValueError(
+            f"input_size must be (channels, *spatial sizes) with 1-3 positive spatial sizes, got {input_size}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return input_size
+
+
 def export_model(
     model: nn.Module,
     output: str | Path,
@@ -161,17 +176,7 @@ def export_model(
         ValueError: Unknown format or bad sizes; or the exported file does not match the
             eager model (nothing is written then).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "exported" and Path(output).suffix != ".pt2":
-        raise ValueError(f"torch.export files must end in .pt2 (torch.export.load requires it), got {str(output)!r}")
-    input_size = tuple(int(s) for s in input_size)
-    if not 2 <= len(input_size) <= 4 or min(input_size) < 1:
-        raise ValueError(
-            f"input_size must be (channels, *spatial sizes) with 1-3 positive spatial sizes, got {input_size}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    input_size = _check_export_args(output, fmt, input_size, batch_size)
     eager = model.eval()
     exported = fuse_model(eager) if fuse else eager  # a fused deep copy
     gen = torch.Generator().manual_seed(seed)
@@ -200,24 +205,14 @@ def export_model(
                 _export_program(exported, example, tmp, dynamic_batch)
         diffs = {b: (run_exported(tmp, fmt, inputs[b]) - expected[b]).abs().max().item() for b in checks}
         scale = max(expected[b].abs().max().item() for b in checks)
-        tol = atol * max(1.0, scale)
         report = ExportReport(
-            Path(output),
-            fmt,
-            input_size,
-            checks,
-            dynamic_batch,
-            fuse,
-            max(diffs.values()),
-            scale,
-            tol,
-            opset if fmt == "onnx" else None,
-            diffs,
-        )
-        if not report.max_abs_diff <= tol:  # also catches NaN
+            Path(output), fmt, input_size, checks, dynamic_batch, fuse, max(diffs.values()), scale,
+            atol * max(1.0, scale), opset if fmt == "onnx" else None, diffs,
+        )  # fmt: skip
+        if not report.max_abs_diff <= report.tolerance:  # also catches NaN
             raise ValueError(
                 f"the {fmt} export does not match the eager model: max |exported - eager| = "
-                f"{report.max_abs_diff:.3g} > tolerance {tol:.3g} ({diffs}); {output} was not written"
+                f"{report.max_abs_diff:.3g} > tolerance {report.tolerance:.3g} ({diffs}); {output} was not written"
             )
 
     atomic_write(output, write)
