@@ -220,6 +220,32 @@ def test_unknown_model_and_bad_override_list_the_valid_ones():
         sknet.create_model("sknet50", select="max")
 
 
+def test_a_model_takes_its_builders_defaults_its_tunable_numbers_and_its_units_settings():
+    common = {"num_classes", "in_chans", "zero_init_last", "drop_rate", "output_stride"}
+    sk = {"branches", "select", "reduction", "min_dim", "sk_impl"}
+    mini = {"layers", "groups", "width_per_group", "stem_width"}
+    assert set(get_model_entry("resnext50_32x4d").overrides) == common
+    assert set(get_model_entry("senet50").overrides) == common | {"reduction"}
+    assert set(get_model_entry("sknet50").overrides) == common | sk
+    assert set(get_model_entry("sknet_mini").overrides) == common | sk | mini
+    assert set(get_model_entry("shufflenetv2_x1_0_se").overrides) == {
+        "num_classes",
+        "in_chans",
+        "drop_rate",
+        "reduction",
+    }
+    assert (
+        set(get_model_entry("mobilenetv2_100_sk").overrides)
+        == {"width_mult", "num_classes", "in_chans", "drop_rate"} | sk
+    )
+    # An override of a settings field changes that field only; the model's other settings stay its own.
+    model = sknet.create_model("sknet_mini", layers=(2, 1, 1), branches=[(3, 1, 8), (3, 3, 8)], reduction=64)
+    assert len(model.layer1) == 2 and [tuple(b) for b in model.layer1[0].conv2.branches] == [(3, 1, 8), (3, 3, 8)]
+    assert model.layer1[0].conv2.attn.dim == 16  # max(32 // 64, L) with the mini models' L = 16
+    se = sknet.create_model("senet_mini", reduction=4).layer1[0].se
+    assert se.fc1.out_channels == 64 // 4
+
+
 def test_model_table_lists_every_model_with_paper_deviation():
     rows = {r["model"]: r for r in model_table("sknet5?")}
     assert set(rows) == {"sknet50"}

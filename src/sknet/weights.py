@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -83,69 +84,39 @@ def load_torch_file(path: str | Path, what: str = "file"):
         ) from e
 
 
-# torchvision's mobilenet_v2: features.1..17 are the inverted residuals, grouped here by output stride
-# 2..32 into our stage1..stage5 (sknet/models/mobilenetv2.py); features.0 is the stem, features.18 the head.
-_MOBILENET_V2_UNITS = (1, 2, 3, 7, 4)
+# --------------------------------------------------------------------------- other libraries' names
+# A model class declares how other libraries name its tensors (its ``foreign_names``, beside the
+# model: sknet/models/resnext.py, sknet/models/mobilenetv2.py); here is only how a file's library
+# is recognised and its keys renamed.
 
 
-def _mobilenet_v2_key(m: re.Match) -> str:
-    """torchvision's ``features.N.<rest>`` -> our ``conv1`` / ``stageS.U.<part>`` / ``conv_head`` name.
+@dataclass(frozen=True)
+class ForeignNames:
+    """How one library names a model's tensors.
 
-    A torchvision unit's ``conv`` is ``[expand ConvNormAct (absent in features.1, t=1), depthwise
-    ConvNormAct, 1x1 Conv2d, BN]``; ours are ``conv_pw``, ``conv_dw`` (ConvBnAct) and ``conv_pwl``.
+    ``marker`` is a key pattern only that library's files have; ``rules`` are ``(pattern,
+    replacement)`` renames to our names (``re.sub``; a replacement may be a function of the
+    match), the first that changes a key wins.
     """
-    index, rest = int(m.group(1)), m.group(2)
-    if index > 1 + sum(_MOBILENET_V2_UNITS):
-        return m.group(0)  # not torchvision's layout: left as it is (an unexpected key)
-    if index in (0, 1 + sum(_MOBILENET_V2_UNITS)):  # Conv2dNormActivation: 0 = conv, 1 = BN
-        part = re.sub(r"^0\.", "conv.", re.sub(r"^1\.", "bn.", rest))
-        return ("conv1." if index == 0 else "conv_head.") + part
-    unit, stage = index - 1, 0
-    while unit >= _MOBILENET_V2_UNITS[stage]:
-        unit -= _MOBILENET_V2_UNITS[stage]
-        stage += 1
-    parts = ["conv_dw"] if index == 1 else ["conv_pw", "conv_dw"]
-    j, sub, tail = re.match(r"^conv\.(\d+)\.(?:(\d+)\.)?(.+)$", rest).groups()
-    j = int(j)
-    if j < len(parts):  # ConvNormActivation j: its conv (0) or BN (1)
-        name = f"{parts[j]}.{'conv' if sub == '0' else 'bn'}.{tail}"
-    else:  # the projection's Conv2d, then its BN
-        name = f"conv_pwl.{'conv' if j == len(parts) else 'bn'}.{tail if sub is None else sub + '.' + tail}"
-    return f"stage{stage + 1}.{unit}.{name}"
+
+    source: str  # the library: "timm", "torchvision"
+    marker: str
+    rules: tuple[tuple[str, str | Callable[[re.Match], str]], ...]
 
 
-# Renames from other libraries' names to ours: torchvision's bottleneck (module-relative, inside
-# layerN.M.) and its MobileNetV2.
-_TORCHVISION_RULES = [
-    (r"^(layer\d+\.\d+)\.conv2\.weight$", r"\1.conv2.conv.weight"),
-    (r"^(layer\d+\.\d+)\.bn2\.(.+)$", r"\1.conv2.bn.\2"),
-    (r"^features\.(\d+)\.(.+)$", _mobilenet_v2_key),
-    (r"^classifier\.1\.(weight|bias)$", r"fc.\1"),
-]
-_TIMM_RULES = [
-    (r"^(layer\d+\.\d+)\.conv1\.conv\.weight$", r"\1.conv1.weight"),
-    (r"^(layer\d+\.\d+)\.conv1\.bn\.(.+)$", r"\1.bn1.\2"),
-    (r"^(layer\d+\.\d+)\.conv3\.conv\.weight$", r"\1.conv3.weight"),
-    (r"^(layer\d+\.\d+)\.conv3\.bn\.(.+)$", r"\1.bn3.\2"),
-]
-
-
-def detect_source(sd: dict[str, torch.Tensor]) -> str:
-    """``"timm"``, ``"torchvision"`` or ``"sknet"`` (ours), from the keys."""
-    keys = set(sd)
-    if any(re.match(r"layer\d+\.\d+\.conv1\.conv\.weight$", k) for k in keys):
-        return "timm"
-    if any(re.match(r"layer\d+\.\d+\.bn2\.weight$", k) for k in keys):
-        return "torchvision"
-    if any(re.match(r"features\.\d+\.conv\.\d+\.", k) for k in keys):  # torchvision's MobileNetV2
-        return "torchvision"
+def detect_source(sd: dict[str, torch.Tensor], model: nn.Module) -> str:
+    """The library whose names ``sd`` has, among those ``model`` declares, or ``"sknet"`` (ours)."""
+    for names in getattr(model, "foreign_names", ()):
+        if any(re.match(names.marker, k) for k in sd):
+            return names.source
     return "sknet"
 
 
 def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str | None = None) -> dict:
-    """Rename and reshape a foreign state dict to ``model``'s names and shapes."""
-    source = source or detect_source(sd)
-    rules = {"timm": _TIMM_RULES, "torchvision": _TORCHVISION_RULES}.get(source, [])
+    """Rename and reshape a foreign state dict to ``model``'s names and shapes (``source``: the
+    library, by default recognised from the keys)."""
+    source = source or detect_source(sd, model)
+    rules = next((n.rules for n in getattr(model, "foreign_names", ()) if n.source == source), ())
     out = {}
     for k, v in sd.items():
         for pat, rep in rules:

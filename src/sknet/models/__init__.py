@@ -9,8 +9,9 @@ from . import mobilenetv2, resnext, shufflenetv2, skresnet  # noqa: F401  (each 
 from .factory import create_model, load_model
 from .mobilenetv2 import MobileNetV2
 from .registry import ModelEntry, get_model_entry, list_models, register_model
-from .resnext import BasicBlock, Bottleneck, GroupedConv, ResNeXt, SelectiveKernel
+from .resnext import Bottleneck, GroupedConv, ResNeXt, SelectiveKernel
 from .shufflenetv2 import DepthwiseConv, DepthwiseSK, ShuffleNetV2
+from .skresnet import BasicBlock
 
 __all__ = [
     "BasicBlock",

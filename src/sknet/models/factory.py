@@ -44,7 +44,7 @@ def create_model(
     if bad:
         raise ValueError(f"model {name!r} does not take override(s) {bad}; valid overrides: {sorted(entry.overrides)}")
     num_classes = entry.num_classes if num_classes is None else num_classes
-    model = entry.builder(**{**entry.args, **overrides, "num_classes": num_classes})
+    model = entry.build(**overrides, num_classes=num_classes)
     model.pretrained_cfg = dict(name=name, overrides=overrides, num_classes=num_classes, input_size=entry.input_size)
     if weights is not None:
         load_weights(model, weights, model_name=name)

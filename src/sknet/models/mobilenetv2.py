@@ -8,7 +8,7 @@ baseline, a depthwise :class:`SKConv` whose branches end in BN + ReLU6 in the SK
 
 The layout is torchvision's ``mobilenet_v2`` (widths, strides, expansions, ReLU6, linear
 bottlenecks, the 1x1 conv to 1280, dropout 0.2), so its state dict loads with identical logits
-(:func:`sknet.weights.convert_state_dict` renames ``features.N...`` / ``classifier.1`` to ours).
+(:class:`MobileNetV2`'s ``foreign_names`` rename ``features.N...`` / ``classifier.1`` to ours).
 Module names follow ours: ``conv1`` (stem), ``stage1..5`` (the inverted residuals grouped by
 output stride 2..32; ``stage1`` is part of the stem, ``stage2..5`` are the stride 4..32
 outputs of ``feature_info``), ``conv_head`` (1x1 to 1280), ``fc``.
@@ -17,16 +17,18 @@ outputs of ``feature_info``), ``conv_head`` (1x1 to 1280), ``fc``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import re
 
 import torch
 from torch import nn
 
 from ..layers import ConvBnAct
+from ..weights import ForeignNames
 from .backbone import Backbone
 from .init import init_weights
-from .registry import register_model
-from .shufflenetv2 import SK_DW_BRANCHES, DepthwiseSK
+from .registry import register_models
+from .settings import SK
+from .shufflenetv2 import DEPTHWISE_SK, DepthwiseSK
 
 RELU6 = functools.partial(nn.ReLU6, inplace=True)
 
@@ -39,6 +41,57 @@ INVERTED_RESIDUALS = (
     (6, 96, 3, 1),
     (6, 160, 3, 2),
     (6, 320, 1, 1),
+)
+
+
+def _stages() -> list[list[tuple[int, int, int]]]:
+    """The inverted residuals one by one, ``(expansion, channels, stride)``, grouped by output
+    stride 2 (after the stem's stride 2), 4, ..., 32: a unit with a stride starts a new stage."""
+    stages = []
+    for t, c, n, s in INVERTED_RESIDUALS:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            if stride > 1 or not stages:
+                stages.append([])
+            stages[-1].append((t, c, stride))
+    return stages
+
+
+STAGES = _stages()
+
+# torchvision's names: features.0 is the stem, features.1..17 the inverted residuals (ours by
+# stage: stageS.U, with their expansion), features.18 the 1x1 head, classifier.1 the classifier.
+_TORCHVISION_UNITS = [(f"stage{i + 1}.{j}", t) for i, stage in enumerate(STAGES) for j, (t, _, _) in enumerate(stage)]
+
+
+def _torchvision_key(m: re.Match) -> str:
+    """torchvision's ``features.N.<rest>`` -> our ``conv1`` / ``stageS.U.<part>`` / ``conv_head`` name.
+
+    A torchvision unit's ``conv`` is ``[expand ConvNormAct (absent where t=1), depthwise
+    ConvNormAct, 1x1 Conv2d, BN]``; ours are ``conv_pw``, ``conv_dw`` (ConvBnAct) and ``conv_pwl``.
+    """
+    index, rest = int(m.group(1)), m.group(2)
+    head = len(_TORCHVISION_UNITS) + 1
+    if index > head:
+        return m.group(0)  # not torchvision's layout: left as it is (an unexpected key)
+    if index in (0, head):  # Conv2dNormActivation: 0 = conv, 1 = BN
+        part = re.sub(r"^0\.", "conv.", re.sub(r"^1\.", "bn.", rest))
+        return ("conv1." if index == 0 else "conv_head.") + part
+    unit, expansion = _TORCHVISION_UNITS[index - 1]
+    parts = ["conv_dw"] if expansion == 1 else ["conv_pw", "conv_dw"]
+    j, sub, tail = re.match(r"^conv\.(\d+)\.(?:(\d+)\.)?(.+)$", rest).groups()
+    j = int(j)
+    if j < len(parts):  # ConvNormActivation j: its conv (0) or BN (1)
+        name = f"{parts[j]}.{'conv' if sub == '0' else 'bn'}.{tail}"
+    else:  # the projection's Conv2d, then its BN
+        name = f"conv_pwl.{'conv' if j == len(parts) else 'bn'}.{tail if sub is None else sub + '.' + tail}"
+    return f"{unit}.{name}"
+
+
+TORCHVISION_NAMES = ForeignNames(
+    "torchvision",
+    r"features\.\d+\.conv\.\d+\.",
+    ((r"^features\.(\d+)\.(.+)$", _torchvision_key), (r"^classifier\.1\.(weight|bias)$", r"fc.\1")),
 )
 
 
@@ -86,6 +139,7 @@ class MobileNetV2(Backbone):
 
     stem_modules = ("conv1", "stage1")  # stage1 (stride 2) is not a stage output: strides 4..32 (feature_info)
     neck_modules = ("conv_head",)  # the 1x1 to 1280 before the pooling
+    foreign_names = (TORCHVISION_NAMES,)  # what sknet.weights renames in torchvision's files
 
     def __init__(
         self,
@@ -99,22 +153,16 @@ class MobileNetV2(Backbone):
         dw_layer = dw_layer or DepthwiseConvReLU6()
         c = make_divisible(32 * width_mult)
         self.conv1 = ConvBnAct(in_chans, c, 3, stride=2, act=RELU6)
-        stages: list[list[nn.Module]] = []  # units by output stride: 2 (after the stem's stride 2), 4, ..., 32
-        for t, out, n, s in INVERTED_RESIDUALS:
-            out = make_divisible(out * width_mult)
-            for i in range(n):
-                stride = s if i == 0 else 1
-                if stride > 1 or not stages:  # a new output stride starts a new stage
-                    stages.append([])
-                stages[-1].append(InvertedResidual(c, out, stride, t, dw_layer))
-                c = out
         self.feature_info = []
-        for i, units in enumerate(stages):
+        for i, stage in enumerate(STAGES):
+            units = []
+            for t, out, stride in stage:
+                out = make_divisible(out * width_mult)
+                units.append(InvertedResidual(c, out, stride, t, dw_layer))
+                c = out
             self.add_module(f"stage{i + 1}", nn.Sequential(*units))
-            if i > 0:
-                self.feature_info.append(
-                    dict(num_chs=units[-1].conv_pwl.conv.out_channels, reduction=2 ** (i + 1), module=f"stage{i + 1}")
-                )
+            if i > 0:  # stage1 (stride 2) is part of the stem
+                self.feature_info.append(dict(num_chs=c, reduction=2 ** (i + 1), module=f"stage{i + 1}"))
         self.num_features = make_divisible(1280 * max(1.0, width_mult))
         self.conv_head = ConvBnAct(c, self.num_features, 1, act=RELU6)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -123,44 +171,25 @@ class MobileNetV2(Backbone):
         init_weights(self)
 
 
-# --------------------------------------------------------------------------- builders
+# --------------------------------------------------------------------------- the family's create function
 
 
-def mobilenetv2(*, width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2):
-    """MobileNetV2 with its depthwise 3x3 + BN + ReLU6 (torchvision's layout)."""
-    return MobileNetV2(width_mult, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-
-
-def mobilenetv2_sk(
-    *,
-    width_mult: float = 1.0,
-    branches: Sequence = SK_DW_BRANCHES,
-    select: str = "attention",
-    reduction: int = 16,
-    min_dim: int = 32,
-    sk_impl: str = "fast",
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    drop_rate: float = 0.2,
-):
-    """MobileNetV2 with every depthwise 3x3 replaced by a depthwise SK conv (branches end in BN + ReLU6)."""
-    dw = DepthwiseSK(act=RELU6, branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
+def mobilenetv2(
+    *, width_mult: float = 1.0, unit: SK | None, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2
+) -> MobileNetV2:
+    """MobileNetV2 in torchvision's layout: ``unit`` None keeps its depthwise 3x3 + BN + ReLU6;
+    :class:`SK` replaces every depthwise 3x3 by a depthwise SK conv whose branches end in BN + ReLU6."""
+    dw = DepthwiseSK(act=RELU6, **unit.conv_kwargs()) if unit else DepthwiseConvReLU6()
     return MobileNetV2(width_mult, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
 
 
 # --------------------------------------------------------------------------- registered models
 
-register_model(
-    "mobilenetv2_100",
-    mobilenetv2,
-    dict(width_mult=1.0),
-    family="light",
-    doc="MobileNetV2 1.0x (torchvision's layout; its mobilenet_v2 weights load).",
-)
-register_model(
-    "mobilenetv2_100_sk",
-    mobilenetv2_sk,
-    dict(width_mult=1.0),
-    family="light",
-    doc="MobileNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv (K3 + dilated K3, ReLU6).",
-)
+# fmt: off
+register_models(mobilenetv2, {
+    "mobilenetv2_100": (dict(width_mult=1.0, unit=None),
+        "MobileNetV2 1.0x (torchvision's layout; its mobilenet_v2 weights load)."),
+    "mobilenetv2_100_sk": (dict(width_mult=1.0, unit=DEPTHWISE_SK),
+        "MobileNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv (K3 + dilated K3, ReLU6)."),
+}, family="light")
+# fmt: on

@@ -1,4 +1,4 @@
-"""One bottleneck backbone for ResNeXt, SENet and SKNet (paper Table 1, SPEC 2).
+"""One bottleneck backbone for ResNeXt, SENet and SKNet (paper Table 1; docs/paper.md, 'SKNet-50 and its baselines').
 
 The three families differ only in the bottleneck's 3x3 stage (a grouped conv or an
 SK conv) and in an optional SE module, so the stage is injected (``mid_layer``)
@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import BATCH_NORMS, CONVS, ConvBnAct, SKConv, SqueezeExcite, check_dims, parse_branches
+from ..layers import BATCH_NORMS, CONVS, SK_BRANCHES, ConvBnAct, SKConv, SqueezeExcite, check_dims, parse_branches
+from ..weights import ForeignNames
 from .backbone import Backbone
 from .init import init_weights
-from .registry import register_model
+from .registry import register_models
+from .settings import SE, SK, se_reduction
 
 MidLayer = Callable[..., nn.Module]  # (in_channels, out_channels, stride, dilation=1) -> module
 
@@ -43,7 +45,7 @@ class SelectiveKernel:
     same function on the denser grid (docs/architecture.md, "Output stride").
     """
 
-    def __init__(self, branches: Sequence = ((3, 1, 32), (3, 2, 32)), **sk_kwargs) -> None:
+    def __init__(self, branches: Sequence = SK_BRANCHES, **sk_kwargs) -> None:
         self.branches = branches
         self.sk_kwargs = sk_kwargs
 
@@ -54,7 +56,7 @@ class SelectiveKernel:
         return SKConv(in_channels, out_channels, stride=stride, branches=branches, **self.sk_kwargs)
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int, dims: int) -> nn.Module:
+def shortcut(in_channels: int, out_channels: int, stride: int, dims: int) -> nn.Module:
     """Identity, or the projection ``1x1 conv (stride s) + BN`` where the shape changes."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
@@ -64,7 +66,7 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, dims: int) -> nn
 
 
 class Bottleneck(nn.Module):
-    """``1x1 -> 3x3 stage (stride s) -> 1x1`` plus shortcut, then ReLU (SPEC 2).
+    """``1x1 -> 3x3 stage (stride s) -> 1x1`` plus shortcut, then ReLU (docs/paper.md, 'The SK unit').
 
     The stride sits on the 3x3 stage, as in the released networks, not on the first 1x1.
     With ``se_reduction`` an SE module scales the residual branch after the last BN,
@@ -72,6 +74,8 @@ class Bottleneck(nn.Module):
     ``dilation``): torchvision's and timm's convention for the first unit of a stage whose
     stride became dilation, which keeps the previous stage's dilation there.
     """
+
+    fuse_pairs = (("conv1", "bn1"), ("conv3", "bn3"))  # sknet.fuse: each BN follows its conv directly
 
     def __init__(
         self,
@@ -94,7 +98,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv(width, out_channels, 1, bias=False)
         self.bn3 = bn(out_channels)
         self.se = SqueezeExcite(out_channels, se_reduction, dims=dims) if se_reduction else nn.Identity()
-        self.downsample = _shortcut(in_channels, out_channels, stride, dims)
+        self.downsample = shortcut(in_channels, out_channels, stride, dims)
         self.act3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,44 +112,59 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
 
-class BasicBlock(nn.Module):
-    """``3x3 stage (stride s) -> 3x3 conv + BN`` plus shortcut, then ReLU: ResNet-18/34's unit.
-
-    Module names follow timm's ``SelectiveKernelBasic`` (``conv1`` the injected stage, ``conv2``
-    a :class:`ConvBnAct` without activation), so timm's SK-ResNet weights load as they are.
-    Same signature as :class:`Bottleneck` (``width`` is the first conv's output); as in timm,
-    the injected stage runs at ``first_dilation`` and the second 3x3 at ``dilation``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        width: int,
-        out_channels: int,
-        stride: int,
-        mid_layer: MidLayer,
-        se_reduction: int | None = None,
-        dilation: int = 1,
-        first_dilation: int | None = None,
-        dims: int = 2,
-    ) -> None:
-        super().__init__()
-        self.conv1 = mid_layer(in_channels, width, stride, first_dilation or dilation)
-        self.conv2 = ConvBnAct(width, out_channels, 3, dilation=dilation, act=False, dims=dims)
-        self.se = SqueezeExcite(out_channels, se_reduction, dims=dims) if se_reduction else nn.Identity()
-        self.downsample = _shortcut(in_channels, out_channels, stride, dims)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.se(self.conv2(self.conv1(x)))
-        out += self.downsample(x)
-        return self.act(out)
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv2.bn.weight)
-
-
 _STEM_STRIDES = {"imagenet": 4, "cifar": 1, "video": 2}  # the stem's stride (H and W)
+
+
+def _stem(stem: str, in_chans: int, width: int, dims: int) -> tuple[nn.Module, nn.Module]:
+    """The stem's conv and its max pool (an identity where it has none)."""
+    conv = CONVS[dims]
+    if stem == "imagenet":
+        max_pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[dims - 1](3, stride=2, padding=1)
+        return conv(in_chans, width, 7, stride=2, padding=3, bias=False), max_pool
+    if stem == "cifar":
+        return conv(in_chans, width, 3, stride=1, padding=1, bias=False), nn.Identity()
+    if stem == "video" and dims == 3:
+        return conv(in_chans, width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False), nn.Identity()
+    raise ValueError(f"stem must be 'imagenet', 'cifar' or (3-D only) 'video', got {stem!r} for dims={dims}")
+
+
+def _stage_geometry(num_stages: int, first_stride: int, reduction: int, output_stride: int):
+    """Per stage: its stride, the dilation of its first unit's 3x3 and of the others', the stride it reaches.
+
+    Where a stage's stride would take it past ``output_stride`` it becomes dilation (torchvision's
+    ``dilate=True``: stride 1, dilation x stride). The first unit's 3x3 keeps the previous
+    dilation: it sees the undilated input.
+    """
+    dilation = 1
+    for i in range(num_stages):
+        stride = first_stride if i == 0 else 2
+        first = dilation
+        if reduction * stride > output_stride:
+            dilation *= stride
+            stride = 1
+        reduction *= stride
+        yield stride, first, dilation, reduction
+
+
+# Other libraries' names for a bottleneck's tensors (inside layerN.M.): timm's ResNeXt and SK-ResNeXt
+# wrap the 1x1 convs with their BN (conv1.conv, conv1.bn); torchvision keeps the 3x3's conv and BN
+# apart (conv2, bn2), where ours is one module (conv2.conv, conv2.bn).
+TIMM_NAMES = ForeignNames(
+    "timm",
+    r"layer\d+\.\d+\.conv1\.conv\.weight$",
+    (
+        (r"^(layer\d+\.\d+)\.conv([13])\.conv\.weight$", r"\1.conv\2.weight"),
+        (r"^(layer\d+\.\d+)\.conv([13])\.bn\.(.+)$", r"\1.bn\2.\3"),
+    ),
+)
+TORCHVISION_NAMES = ForeignNames(
+    "torchvision",
+    r"layer\d+\.\d+\.bn2\.weight$",
+    (
+        (r"^(layer\d+\.\d+)\.conv2\.weight$", r"\1.conv2.conv.weight"),
+        (r"^(layer\d+\.\d+)\.bn2\.(.+)$", r"\1.conv2.bn.\2"),
+    ),
+)
 
 
 class ResNeXt(Backbone):
@@ -166,8 +185,8 @@ class ResNeXt(Backbone):
         zero_init_last: Zero the last BN scale of each unit (off by default; the
             released networks do not).
         drop_rate: Dropout before the classifier (0 in the paper).
-        block: The unit: :class:`Bottleneck` (the paper's networks) or :class:`BasicBlock`
-            (timm's SK-ResNet-18/34).
+        block: The unit: :class:`Bottleneck` (the paper's networks) or
+            :class:`~sknet.models.skresnet.BasicBlock` (timm's SK-ResNet-18/34).
         output_stride: Stride of the last stage's output: None (or the network's own, 32 for the
             ImageNet stem) keeps every stride; a smaller one replaces the strides of the last stages
             by dilation, as torchvision's ``replace_stride_with_dilation`` and timm's ``output_stride``
@@ -180,6 +199,8 @@ class ResNeXt(Backbone):
     """
 
     stem_modules = ("conv1", "bn1", "act1", "maxpool")
+    foreign_names = (TIMM_NAMES, TORCHVISION_NAMES)  # what sknet.weights renames in their files
+    fuse_pairs = (("conv1", "bn1"),)  # sknet.fuse: the stem's BN follows its conv directly
 
     def __init__(
         self,
@@ -212,38 +233,21 @@ class ResNeXt(Backbone):
                 f"the smaller ones replace the last stages' strides by dilation), got {output_stride!r}"
             )
         self.output_stride = valid[-1] if output_stride is None else output_stride
-        conv = CONVS[dims]
-        if stem == "imagenet":
-            self.conv1 = conv(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
-            self.maxpool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[dims - 1](3, stride=2, padding=1)
-        elif stem == "cifar":
-            self.conv1 = conv(in_chans, stem_width, 3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        elif stem == "video" and dims == 3:
-            self.conv1 = conv(in_chans, stem_width, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            raise ValueError(f"stem must be 'imagenet', 'cifar' or (3-D only) 'video', got {stem!r} for dims={dims}")
+        self.conv1, self.maxpool = _stem(stem, in_chans, stem_width, dims)
         self.bn1 = BATCH_NORMS[dims](stem_width)
         self.act1 = nn.ReLU(inplace=True)
 
         self.feature_info = []  # one dict per stage: channels, stride, module name
-        reduction = _STEM_STRIDES[stem]
-        dilation = 1
         in_ch = stem_width
-        for i, (n, width, out_ch) in enumerate(zip(layers, widths, out_channels)):
-            stride = first_stride if i == 0 else 2
-            previous_dilation = dilation
-            if reduction * stride > self.output_stride:  # torchvision's dilate=True: stride 1, dilation x stride
-                dilation *= stride
-                stride = 1
-            reduction *= stride
+        geometry = _stage_geometry(len(layers), first_stride, _STEM_STRIDES[stem], self.output_stride)
+        for i, (stride, first, dilation, reduction) in enumerate(geometry):
+            width, out_ch = widths[i], out_channels[i]
             units = []
-            for j in range(n):
-                # The first unit's 3x3 keeps the previous dilation (it sees the undilated input), the rest dilate.
-                first = previous_dilation if j == 0 else dilation
-                unit_stride = stride if j == 0 else 1
-                units.append(block(in_ch, width, out_ch, unit_stride, mid_layer, se_reduction, dilation, first, dims))
+            for j in range(layers[i]):
+                unit_stride, unit_first = (stride, first) if j == 0 else (1, dilation)
+                units.append(
+                    block(in_ch, width, out_ch, unit_stride, mid_layer, se_reduction, dilation, unit_first, dims)
+                )
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
@@ -265,43 +269,14 @@ class ResNeXt(Backbone):
         the last BN scale of every unit."""
         init_weights(self)
         if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (Bottleneck, BasicBlock)):
-                    m.zero_init_last()
+            for stage in self.feature_info:
+                for unit in self.get_submodule(stage["module"]):
+                    unit.zero_init_last()
 
 
-# --------------------------------------------------------------------------- builders
-# One builder per family, keyword arguments only: the structural numbers have no defaults
-# (each registered model states them), what a user may change has one.
-
-SK_BRANCHES = ((3, 1, 32), (3, 2, 32))  # K3 + a dilated 3x3 standing in for K5 (SPEC 1)
-
-
-def _widths(groups: int, width_per_group: int, stages: int) -> tuple[int, ...]:
-    """Bottleneck widths ``G * d * 2^i`` (ResNeXt's template: 32x4d -> 128, 256, 512, 1024)."""
-    return tuple(groups * width_per_group * 2**i for i in range(stages))
-
-
-def _network(
-    mid_layer: MidLayer,
-    *,
-    layers: Sequence[int],
-    groups: int,
-    width_per_group: int,
-    out_channels: Sequence[int] | None,
-    stem: str,
-    stem_width: int,
-    first_stride: int,
-    dims: int,
-    **kwargs,
-) -> ResNeXt:
-    """A :class:`ResNeXt` from the template's numbers; ``out_channels=None`` is twice the widths."""
-    widths = _widths(groups, width_per_group, len(layers))
-    out_channels = tuple(2 * w for w in widths) if out_channels is None else out_channels
-    return ResNeXt(
-        layers, mid_layer, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride,
-        dims=dims, **kwargs,
-    )  # fmt: skip
+# --------------------------------------------------------------------------- the family's create function
+# Keyword arguments only: the structural numbers have no defaults (each registered model states
+# them), what a user may change has one; ``unit`` opens its settings' fields (sknet.models.settings).
 
 
 def resnext(
@@ -314,328 +289,137 @@ def resnext(
     stem_width: int,
     first_stride: int,
     dims: int,
+    unit: SE | SK | None,
     num_classes: int = 1000,
     in_chans: int = 3,
     zero_init_last: bool = False,
     drop_rate: float = 0.0,
     output_stride: int | None = None,
 ) -> ResNeXt:
-    """ResNeXt: a grouped 3x3 conv (``groups`` G of ``width_per_group`` d) in every unit.
+    """ResNeXt, SENet or SKNet from ResNeXt's template: bottleneck widths ``G * d * 2^i`` (``groups``
+    G of ``width_per_group`` d: 32x4d -> 128, 256, 512, 1024), outputs ``out_channels`` (None: twice
+    the widths).
 
-    ``output_stride`` (every builder of the family takes it): None keeps the network's strides, a
-    smaller valid one dilates the last stages instead (:class:`ResNeXt`)."""
-    return _network(
-        GroupedConv(groups, dims), layers=layers, groups=groups, width_per_group=width_per_group,
-        out_channels=out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, dims=dims,
-        num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last, drop_rate=drop_rate,
-        output_stride=output_stride,
-    )  # fmt: skip
-
-
-def senet(
-    *,
-    layers: Sequence[int],
-    groups: int,
-    width_per_group: int,
-    out_channels: Sequence[int] | None,
-    stem: str,
-    stem_width: int,
-    first_stride: int,
-    dims: int,
-    reduction: int = 16,
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    zero_init_last: bool = False,
-    drop_rate: float = 0.0,
-    output_stride: int | None = None,
-) -> ResNeXt:
-    """SENet: ResNeXt with SE (ratio ``reduction``) on every unit."""
-    return _network(
-        GroupedConv(groups, dims), layers=layers, groups=groups, width_per_group=width_per_group,
-        out_channels=out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride, dims=dims,
-        se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last,
-        drop_rate=drop_rate, output_stride=output_stride,
-    )  # fmt: skip
-
-
-def sknet(
-    *,
-    layers: Sequence[int],
-    groups: int,
-    width_per_group: int,
-    out_channels: Sequence[int] | None,
-    stem: str,
-    stem_width: int,
-    first_stride: int,
-    dims: int,
-    branches: Sequence = SK_BRANCHES,
-    select: str = "attention",
-    reduction: int = 16,
-    min_dim: int = 32,
-    sk_impl: str = "fast",
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    zero_init_last: bool = False,
-    drop_rate: float = 0.0,
-    output_stride: int | None = None,
-) -> ResNeXt:
-    """SKNet: ResNeXt with an SK conv (``branches``, ``select``, r = ``reduction``, L = ``min_dim``)
-    as every unit's 3x3 stage; ``sk_impl`` chooses how it is computed (:class:`SKConv`)."""
-    mid = SelectiveKernel(
-        branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl, dims=dims
-    )
-    return _network(
-        mid, layers=layers, groups=groups, width_per_group=width_per_group, out_channels=out_channels, stem=stem,
-        stem_width=stem_width, first_stride=first_stride, dims=dims, num_classes=num_classes, in_chans=in_chans,
-        zero_init_last=zero_init_last, drop_rate=drop_rate, output_stride=output_stride,
+    ``unit`` is the network: None, ResNeXt (a grouped 3x3 conv in every unit); :class:`SE`, SENet
+    (ResNeXt with SE on every unit); :class:`SK`, SKNet (an SK conv as every unit's 3x3 stage).
+    ``output_stride`` (every model of the family takes it): None keeps the network's strides, a
+    smaller valid one dilates the last stages instead (:class:`ResNeXt`).
+    """
+    widths = tuple(groups * width_per_group * 2**i for i in range(len(layers)))
+    if out_channels is None:
+        out_channels = tuple(2 * w for w in widths)
+    if isinstance(unit, SK):
+        mid = SelectiveKernel(dims=dims, **unit.conv_kwargs())
+    else:
+        mid = GroupedConv(groups, dims)
+    return ResNeXt(
+        layers, mid, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride,
+        se_reduction=se_reduction(unit), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last,
+        drop_rate=drop_rate, output_stride=output_stride, dims=dims,
     )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- registered models
-# Every model below states only its numbers.
+# Every model states only its numbers: a template, its units per stage, its kind of unit; one
+# table of ``name: (arguments, doc)`` per kind of input. Rows too long for a line go on two.
+# fmt: off
 
-IMAGENET = dict(
-    groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64, first_stride=1,
-    dims=2,
-)  # fmt: skip
+L26, L50, L101 = (2, 2, 2, 2), (3, 4, 6, 3), (3, 4, 23, 3)  # units per stage of the 26/50/101-layer networks
+IMAGENET = dict(groups=32, width_per_group=4, out_channels=(256, 512, 1024, 2048), stem="imagenet", stem_width=64,
+                first_stride=1, dims=2)
 WIDE = dict(groups=34, out_channels=(272, 544, 1088, 2176))  # every stage 17/16 wider, see docs/architecture.md
 
-register_model(
-    "resnext26_32x4d",
-    resnext,
-    dict(IMAGENET, layers=(2, 2, 2, 2)),
-    doc="ResNeXt-26 (32x4d): units {2, 2, 2, 2}.",
-    family="imagenet",
-)
-register_model(
-    "resnext50_32x4d",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 6, 3)),
-    doc="ResNeXt-50 (32x4d), the paper's baseline (Table 1).",
-    family="imagenet",
-)
-register_model(
-    "resnext101_32x4d",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 23, 3)),
-    doc="ResNeXt-101 (32x4d): units {3, 4, 23, 3}.",
-    family="imagenet",
-)
-register_model(
-    "resnext50_36x4d",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 6, 3), groups=36),
-    doc="Table 3 control, more cardinal: 36 groups of width 4 (bottleneck widths 144...1152).",
-    family="imagenet",
-)
-register_model(
-    "resnext53_32x4d",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 7, 3)),
-    doc="Table 3 control, deeper at SKNet-50's cost: one more conv4 unit, {3, 4, 7, 3} (53 layers).",
-    family="imagenet",
-)
-register_model(
-    "resnext56_32x4d",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 8, 3)),
-    doc="Table 3 control, deeper: two more conv4 units, {3, 4, 8, 3} (56 layers).",
-    family="imagenet",
-)
-register_model(
-    "resnext50_wide",
-    resnext,
-    dict(IMAGENET, layers=(3, 4, 6, 3), **WIDE),
-    doc="Table 3 control, wider: every stage 17/16 wider, bottlenecks 34x4d (136...1088), outputs 272...2176.",
-    family="imagenet",
-)
-register_model(
-    "senet26",
-    senet,
-    dict(IMAGENET, layers=(2, 2, 2, 2)),
-    doc="SENet-26: ResNeXt-26 (32x4d) with SE (r=16) on every unit.",
-    family="imagenet",
-)
-register_model(
-    "senet50",
-    senet,
-    dict(IMAGENET, layers=(3, 4, 6, 3)),
-    doc="SENet-50: ResNeXt-50 (32x4d) with SE (r=16) on every unit (Table 1).",
-    family="imagenet",
-)
-register_model(
-    "senet101",
-    senet,
-    dict(IMAGENET, layers=(3, 4, 23, 3)),
-    doc="SENet-101: ResNeXt-101 (32x4d) with SE (r=16) on every unit.",
-    family="imagenet",
-)
-register_model(
-    "sknet26",
-    sknet,
-    dict(IMAGENET, layers=(2, 2, 2, 2)),
-    doc="SKNet-26: units {2, 2, 2, 2}, SK[M=2, G=32, r=16].",
-    family="imagenet",
-)
-register_model(
-    "sknet50",
-    sknet,
-    dict(IMAGENET, layers=(3, 4, 6, 3)),
-    doc="SKNet-50 (Table 1): units {3, 4, 6, 3}, SK[M=2, G=32, r=16], L=32.",
-    family="imagenet",
-)
-register_model(
-    "sknet101",
-    sknet,
-    dict(IMAGENET, layers=(3, 4, 23, 3)),
-    doc="SKNet-101: units {3, 4, 23, 3}, SK[M=2, G=32, r=16].",
-    family="imagenet",
-)
+register_models(resnext, {
+    "resnext26_32x4d": (dict(IMAGENET, layers=L26, unit=None), "ResNeXt-26 (32x4d): units {2, 2, 2, 2}."),
+    "resnext50_32x4d": (dict(IMAGENET, layers=L50, unit=None), "ResNeXt-50 (32x4d), the paper's baseline (Table 1)."),
+    "resnext101_32x4d": (dict(IMAGENET, layers=L101, unit=None), "ResNeXt-101 (32x4d): units {3, 4, 23, 3}."),
+    "resnext50_36x4d": (dict(IMAGENET, layers=L50, groups=36, unit=None),
+        "Table 3 control, more cardinal: 36 groups of width 4 (bottleneck widths 144...1152)."),
+    "resnext53_32x4d": (dict(IMAGENET, layers=(3, 4, 7, 3), unit=None),
+        "Table 3 control, deeper at SKNet-50's cost: one more conv4 unit, {3, 4, 7, 3} (53 layers)."),
+    "resnext56_32x4d": (dict(IMAGENET, layers=(3, 4, 8, 3), unit=None),
+        "Table 3 control, deeper: two more conv4 units, {3, 4, 8, 3} (56 layers)."),
+    "resnext50_wide": (dict(IMAGENET, layers=L50, **WIDE, unit=None),
+        "Table 3 control, wider: every stage 17/16 wider, bottlenecks 34x4d (136...1088), outputs 272...2176."),
+    "senet26": (dict(IMAGENET, layers=L26, unit=SE()), "SENet-26: ResNeXt-26 (32x4d) with SE (r=16) on every unit."),
+    "senet50": (dict(IMAGENET, layers=L50, unit=SE()),
+        "SENet-50: ResNeXt-50 (32x4d) with SE (r=16) on every unit (Table 1)."),
+    "senet101": (dict(IMAGENET, layers=L101, unit=SE()),
+        "SENet-101: ResNeXt-101 (32x4d) with SE (r=16) on every unit."),
+    "sknet26": (dict(IMAGENET, layers=L26, unit=SK()), "SKNet-26: units {2, 2, 2, 2}, SK[M=2, G=32, r=16]."),
+    "sknet50": (dict(IMAGENET, layers=L50, unit=SK()),
+        "SKNet-50 (Table 1): units {3, 4, 6, 3}, SK[M=2, G=32, r=16], L=32."),
+    "sknet101": (dict(IMAGENET, layers=L101, unit=SK()), "SKNet-101: units {3, 4, 23, 3}, SK[M=2, G=32, r=16]."),
+}, family="imagenet")
 
-# CIFAR (32x32): ResNeXt-29, three stages of three units, outputs 256/512/1024, a 3x3
-# stem of 64 (SPEC 2). Bottleneck widths follow the same template: 16x32d -> 512/1024/2048.
+# CIFAR (32x32): ResNeXt-29, three stages of three units, outputs 256/512/1024, a 3x3 stem of 64
+# (docs/paper.md, 'SKNet-29 for CIFAR'). Bottleneck widths follow the same template: 16x32d ->
+# 512/1024/2048. SKNet-29's branches are the default ones, G=32 each: the base's cost (our choice,
+# docs/architecture.md).
 CIFAR = dict(layers=(3, 3, 3), out_channels=(256, 512, 1024), stem="cifar", stem_width=64, first_stride=1, dims=2)
-CIFAR_SK_BRANCHES = ((3, 1, 32), (3, 2, 32))  # G=32 per branch: the base's cost (our choice, docs)
-_CIFAR = dict(family="cifar", input_size=(3, 32, 32), num_classes=10)
 
-register_model(
-    "resnext29_16x32d",
-    resnext,
-    dict(CIFAR, groups=16, width_per_group=32),
-    doc="ResNeXt-29 (16x32d), the base of SKNet-29 and SENet-29.",
-    **_CIFAR,
-)
-register_model(
-    "resnext29_8x64d",
-    resnext,
-    dict(CIFAR, groups=8, width_per_group=64),
-    doc="ResNeXt-29 (8x64d) of the ResNeXt paper.",
-    **_CIFAR,
-)
-register_model(
-    "resnext29_16x64d",
-    resnext,
-    dict(CIFAR, groups=16, width_per_group=64),
-    doc="ResNeXt-29 (16x64d) of the ResNeXt paper.",
-    **_CIFAR,
-)
-register_model(
-    "senet29",
-    senet,
-    dict(CIFAR, groups=16, width_per_group=32),
-    doc="SENet-29: ResNeXt-29 (16x32d) with SE (r=16) on every unit (our choice of r).",
-    **_CIFAR,
-)
-register_model(
-    "senet29_8x64d",
-    senet,
-    dict(CIFAR, groups=8, width_per_group=64),
-    doc="SENet-29 on the 8x64d base: the construction the paper's 35.0M fits (docs/architecture.md).",
-    **_CIFAR,
-)
-register_model(
-    "sknet29",
-    sknet,
-    dict(CIFAR, groups=16, width_per_group=32, branches=CIFAR_SK_BRANCHES),
-    doc="SKNet-29: ResNeXt-29 (16x32d) base with SK[M=2, G=32, r=16], L=32 (our choice, docs/architecture.md).",
-    **_CIFAR,
-)
+register_models(resnext, {
+    "resnext29_16x32d": (dict(CIFAR, groups=16, width_per_group=32, unit=None),
+        "ResNeXt-29 (16x32d), the base of SKNet-29 and SENet-29."),
+    "resnext29_8x64d": (dict(CIFAR, groups=8, width_per_group=64, unit=None),
+        "ResNeXt-29 (8x64d) of the ResNeXt paper."),
+    "resnext29_16x64d": (dict(CIFAR, groups=16, width_per_group=64, unit=None),
+        "ResNeXt-29 (16x64d) of the ResNeXt paper."),
+    "senet29": (dict(CIFAR, groups=16, width_per_group=32, unit=SE()),
+        "SENet-29: ResNeXt-29 (16x32d) with SE (r=16) on every unit (our choice of r)."),
+    "senet29_8x64d": (dict(CIFAR, groups=8, width_per_group=64, unit=SE()),
+        "SENet-29 on the 8x64d base: the construction the paper's 35.0M fits (docs/architecture.md)."),
+    "sknet29": (dict(CIFAR, groups=16, width_per_group=32, unit=SK()),
+        "SKNet-29: ResNeXt-29 (16x32d) base with SK[M=2, G=32, r=16], L=32 (our choice, docs/architecture.md)."),
+}, family="cifar", input_size=(3, 32, 32), num_classes=10)
 
 # Mini (28x28 grayscale, e.g. Fashion-MNIST): the 29-layer CIFAR template scaled down to
 # what two CPU cores train in minutes; the first stage downsamples (28 -> 14 -> 7 -> 4).
 # Not in the paper; the small-scale replication (docs/replication.md) uses it.
-# Widths (G * d * 2^i) and outputs (2x the widths) keep the ResNeXt template; L shrinks
-# with the widths (our choice, docs/architecture.md).
-MINI = dict(
-    layers=(1, 1, 1),
-    groups=8,
-    width_per_group=4,
-    out_channels=None,
-    stem="cifar",
-    stem_width=32,
-    first_stride=2,
-    in_chans=1,
-    dims=2,
-)
-MINI_SK_BRANCHES = ((3, 1, 8), (3, 2, 8))
-_MINI = dict(
-    family="mini", input_size=(1, 28, 28), num_classes=10, tunable=("layers", "groups", "width_per_group", "stem_width")
-)
+# Widths (G * d * 2^i) and outputs (2x the widths) keep the ResNeXt template; the SK branches'
+# groups (G=8) and L shrink with the widths (our choice, docs/architecture.md).
+MINI = dict(layers=(1, 1, 1), groups=8, width_per_group=4, out_channels=None, stem="cifar", stem_width=32,
+            first_stride=2, in_chans=1, dims=2)
+MINI_SK = SK(branches=((3, 1, 8), (3, 2, 8)), min_dim=16)
+MINI_INFO = dict(family="mini", tunable=("layers", "groups", "width_per_group", "stem_width"))
 
-register_model(
-    "resnext_mini",
-    resnext,
-    dict(MINI),
-    doc="Mini ResNeXt (8x4d, one unit per stage by default): the plain baseline at 28x28.",
-    **_MINI,
-)
-register_model(
-    "senet_mini", senet, dict(MINI), doc="Mini SENet: the mini ResNeXt with SE (r=16) on every unit.", **_MINI
-)
-register_model(
-    "sknet_mini",
-    sknet,
-    dict(MINI, branches=MINI_SK_BRANCHES, min_dim=16),
-    doc="Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16.",
-    **_MINI,
-)
+register_models(resnext, {
+    "resnext_mini": (dict(MINI, unit=None),
+        "Mini ResNeXt (8x4d, one unit per stage by default): the plain baseline at 28x28."),
+    "senet_mini": (dict(MINI, unit=SE()), "Mini SENet: the mini ResNeXt with SE (r=16) on every unit."),
+    "sknet_mini": (dict(MINI, unit=MINI_SK),
+        "Mini SKNet: the mini ResNeXt with SK[M=2 (K3 + dilated K3), G=8, r=16], L=16."),
+}, **MINI_INFO, input_size=(1, 28, 28), num_classes=10)
 
 # 1-D and 3-D: the same networks with every conv, BN and pooling of another dimension (not in the
 # paper; docs/architecture.md). Signals (C, L): the ImageNet template in 1-D, 7-tap stem and max
 # pool, for 1024-sample inputs. Clips and volumes (C, T, H, W): torchvision's video ResNets' stem (a
 # 3x7x7 conv with stride (1, 2, 2), no max pool) on the ImageNet template, for 16 x 112 x 112 clips.
-SIGNAL = dict(IMAGENET, dims=1, in_chans=1)
-_SIGNAL = dict(family="signal", input_size=(1, 1024), num_classes=10)
-VIDEO = dict(IMAGENET, dims=3, stem="video")
-_VIDEO = dict(family="video", input_size=(3, 16, 112, 112), num_classes=400)
+# The mini ones serve the synthetic tasks: bursts-1d (1 x 256, 5 classes), fashion-mnist-3d
+# (1 x 16 x 32 x 32, 10 classes).
+SIGNAL = dict(IMAGENET, layers=L50, dims=1, in_chans=1)
+VIDEO = dict(IMAGENET, layers=L50, dims=3, stem="video")
 
-register_model(
-    "resnext50_32x4d_1d",
-    resnext,
-    dict(SIGNAL, layers=(3, 4, 6, 3)),
-    doc="ResNeXt-50 (32x4d) for signals (C, L): every conv 1-D, K3 a 3-tap conv.",
-    **_SIGNAL,
-)
-register_model(
-    "sknet50_1d",
-    sknet,
-    dict(SIGNAL, layers=(3, 4, 6, 3)),
-    doc="SKNet-50 for signals (C, L): SK[M=2, G=32, r=16] with 3-tap branches at dilation 1 and 2.",
-    **_SIGNAL,
-)
-register_model(
-    "resnext50_32x4d_3d",
-    resnext,
-    dict(VIDEO, layers=(3, 4, 6, 3)),
-    doc="ResNeXt-50 (32x4d) for clips and volumes (C, T, H, W): 3x3x3 grouped convs, a video stem.",
-    **_VIDEO,
-)
-register_model(
-    "sknet50_3d",
-    sknet,
-    dict(VIDEO, layers=(3, 4, 6, 3)),
-    doc="SKNet-50 for clips and volumes (C, T, H, W): SK with 3x3x3 branches at dilation 1 and 2.",
-    **_VIDEO,
-)
-
-# Mini 1-D / 3-D models for the synthetic tasks (bursts-1d: 1 x 256, 5 classes; fashion-mnist-3d:
-# 1 x 16 x 32 x 32, 10 classes): the mini template in another dimension.
-_MINI_1D = dict(_MINI, input_size=(1, 256), num_classes=5)
-_MINI_3D = dict(_MINI, input_size=(1, 16, 32, 32), num_classes=10)
-
-register_model("resnext_mini_1d", resnext, dict(MINI, dims=1), doc="The mini ResNeXt in 1-D (signals).", **_MINI_1D)
-register_model(
-    "sknet_mini_1d",
-    sknet,
-    dict(MINI, dims=1, branches=MINI_SK_BRANCHES, min_dim=16),
-    doc="The mini SKNet in 1-D (signals): 3-tap branches at dilation 1 and 2.",
-    **_MINI_1D,
-)
-register_model("resnext_mini_3d", resnext, dict(MINI, dims=3), doc="The mini ResNeXt in 3-D (volumes).", **_MINI_3D)
-register_model(
-    "sknet_mini_3d",
-    sknet,
-    dict(MINI, dims=3, branches=MINI_SK_BRANCHES, min_dim=16),
-    doc="The mini SKNet in 3-D (volumes): 3x3x3 branches at dilation 1 and 2.",
-    **_MINI_3D,
-)
+register_models(resnext, {
+    "resnext50_32x4d_1d": (dict(SIGNAL, unit=None),
+        "ResNeXt-50 (32x4d) for signals (C, L): every conv 1-D, K3 a 3-tap conv."),
+    "sknet50_1d": (dict(SIGNAL, unit=SK()),
+        "SKNet-50 for signals (C, L): SK[M=2, G=32, r=16] with 3-tap branches at dilation 1 and 2."),
+}, family="signal", input_size=(1, 1024), num_classes=10)
+register_models(resnext, {
+    "resnext50_32x4d_3d": (dict(VIDEO, unit=None),
+        "ResNeXt-50 (32x4d) for clips and volumes (C, T, H, W): 3x3x3 grouped convs, a video stem."),
+    "sknet50_3d": (dict(VIDEO, unit=SK()),
+        "SKNet-50 for clips and volumes (C, T, H, W): SK with 3x3x3 branches at dilation 1 and 2."),
+}, family="video", input_size=(3, 16, 112, 112), num_classes=400)
+register_models(resnext, {
+    "resnext_mini_1d": (dict(MINI, dims=1, unit=None), "The mini ResNeXt in 1-D (signals)."),
+    "sknet_mini_1d": (dict(MINI, dims=1, unit=MINI_SK),
+        "The mini SKNet in 1-D (signals): 3-tap branches at dilation 1 and 2."),
+}, **MINI_INFO, input_size=(1, 256), num_classes=5)
+register_models(resnext, {
+    "resnext_mini_3d": (dict(MINI, dims=3, unit=None), "The mini ResNeXt in 3-D (volumes)."),
+    "sknet_mini_3d": (dict(MINI, dims=3, unit=MINI_SK),
+        "The mini SKNet in 3-D (volumes): 3x3x3 branches at dilation 1 and 2."),
+}, **MINI_INFO, input_size=(1, 16, 32, 32), num_classes=10)
+# fmt: on

@@ -1,4 +1,4 @@
-"""ShuffleNetV2 (Ma et al., 2018) and its SE / SK variants (paper Table 5, SPEC 2).
+"""ShuffleNetV2 (Ma et al., 2018) and its SE / SK variants (paper Table 4; docs/paper.md, 'Lightweight models').
 
 The 3x3 depthwise step of every unit is injected: a depthwise conv + BN in the
 baseline, a depthwise :class:`SKConv` in the SK variant ("every 3x3 depthwise conv
@@ -15,9 +15,8 @@ from torch import nn
 from ..layers import ConvBnAct, SKConv, SqueezeExcite
 from .backbone import Backbone
 from .init import init_weights
-from .registry import register_model
-
-SK_DW_BRANCHES = ((3, 1, None), (3, 2, None))  # depthwise K3 + dilated K3 (K5)
+from .registry import register_models
+from .settings import SE, SK, se_reduction
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -126,76 +125,41 @@ class ShuffleNetV2(Backbone):
         init_weights(self)
 
 
-# --------------------------------------------------------------------------- builders
+# --------------------------------------------------------------------------- the family's create function
 
 
-def shufflenetv2(*, stage_out: Sequence[int], num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
-    """ShuffleNetV2 with its depthwise 3x3 + BN."""
-    return ShuffleNetV2(stage_out, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-
-
-def shufflenetv2_se(
-    *, stage_out: Sequence[int], reduction: int = 16, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0
-):
-    """ShuffleNetV2 + SE (ratio ``reduction``) on every unit's right branch."""
-    return ShuffleNetV2(
-        stage_out, se_reduction=reduction, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
-    )
-
-
-def shufflenetv2_sk(
+def shufflenetv2(
     *,
     stage_out: Sequence[int],
-    branches: Sequence = SK_DW_BRANCHES,
-    select: str = "attention",
-    reduction: int = 16,
-    min_dim: int = 32,
-    sk_impl: str = "fast",
+    unit: SE | SK | None,
     num_classes: int = 1000,
     in_chans: int = 3,
     drop_rate: float = 0.0,
-):
-    """ShuffleNetV2 with every depthwise 3x3 replaced by a depthwise SK conv."""
-    dw = DepthwiseSK(branches=branches, select=select, reduction=reduction, min_dim=min_dim, impl=sk_impl)
-    return ShuffleNetV2(stage_out, dw_layer=dw, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+) -> ShuffleNetV2:
+    """ShuffleNetV2: ``unit`` None keeps its depthwise 3x3 + BN; :class:`SE` adds SE on every unit's
+    right branch; :class:`SK` replaces every depthwise 3x3 by a depthwise SK conv."""
+    dw = DepthwiseSK(**unit.conv_kwargs()) if isinstance(unit, SK) else DepthwiseConv()
+    return ShuffleNetV2(
+        stage_out, dw_layer=dw, se_reduction=se_reduction(unit), num_classes=num_classes, in_chans=in_chans,
+        drop_rate=drop_rate,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- registered models
 
-X0_5 = dict(stage_out=(24, 48, 96, 192, 1024))
-X1_0 = dict(stage_out=(24, 116, 232, 464, 1024))
+DEPTHWISE_SK = SK(branches=((3, 1, None), (3, 2, None)))  # depthwise K3 + dilated K3 (K5)
+X0_5 = (24, 48, 96, 192, 1024)
+X1_0 = (24, 116, 232, 464, 1024)
 
-register_model(
-    "shufflenetv2_x0_5", shufflenetv2, X0_5, family="light", doc="ShuffleNetV2 0.5x (stages 48/96/192, conv5 1024)."
-)
-register_model(
-    "shufflenetv2_x1_0", shufflenetv2, X1_0, family="light", doc="ShuffleNetV2 1.0x (stages 116/232/464, conv5 1024)."
-)
-register_model(
-    "shufflenetv2_x0_5_se",
-    shufflenetv2_se,
-    X0_5,
-    family="light",
-    doc="ShuffleNetV2 0.5x + SE on every unit's right branch.",
-)
-register_model(
-    "shufflenetv2_x1_0_se",
-    shufflenetv2_se,
-    X1_0,
-    family="light",
-    doc="ShuffleNetV2 1.0x + SE on every unit's right branch.",
-)
-register_model(
-    "shufflenetv2_x0_5_sk",
-    shufflenetv2_sk,
-    X0_5,
-    family="light",
-    doc="ShuffleNetV2 0.5x with every depthwise 3x3 replaced by a depthwise SK conv.",
-)
-register_model(
-    "shufflenetv2_x1_0_sk",
-    shufflenetv2_sk,
-    X1_0,
-    family="light",
-    doc="ShuffleNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv.",
-)
+# fmt: off
+register_models(shufflenetv2, {
+    "shufflenetv2_x0_5": (dict(stage_out=X0_5, unit=None), "ShuffleNetV2 0.5x (stages 48/96/192, conv5 1024)."),
+    "shufflenetv2_x1_0": (dict(stage_out=X1_0, unit=None), "ShuffleNetV2 1.0x (stages 116/232/464, conv5 1024)."),
+    "shufflenetv2_x0_5_se": (dict(stage_out=X0_5, unit=SE()), "ShuffleNetV2 0.5x + SE on every unit's right branch."),
+    "shufflenetv2_x1_0_se": (dict(stage_out=X1_0, unit=SE()), "ShuffleNetV2 1.0x + SE on every unit's right branch."),
+    "shufflenetv2_x0_5_sk": (dict(stage_out=X0_5, unit=DEPTHWISE_SK),
+        "ShuffleNetV2 0.5x with every depthwise 3x3 replaced by a depthwise SK conv."),
+    "shufflenetv2_x1_0_sk": (dict(stage_out=X1_0, unit=DEPTHWISE_SK),
+        "ShuffleNetV2 1.0x with every depthwise 3x3 replaced by a depthwise SK conv."),
+}, family="light")
+# fmt: on
