@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 import sknet
-from conftest import randomize_bn
+from conftest import assert_as_accurate, assert_close_rel, randomize_bn
 from sknet.layers import sk_impl
 from sknet.models.table import model_table
-from test_fast_sk import assert_as_accurate, assert_close_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
