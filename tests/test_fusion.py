@@ -128,3 +128,12 @@ def test_fused_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
     (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         assert_close_rel(torch.from_numpy(y), model(x))
+
+
+def test_fuse_takes_a_lone_attention_module():
+    attn = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).attn.eval()
+    s = torch.randn(4, 16)
+    fused = fuse(attn)
+    assert isinstance(fused, PairwiseAttention) and fused.num_paths == 2
+    with torch.no_grad():
+        assert_close_rel(fused(s), attn(s))

@@ -92,3 +92,10 @@ def test_files_written_before_the_record_was_one_class_still_load(tmp_path, mini
     metadata = dict(ModelRecord.from_model(mini).to_metadata(), num_classes="None")
     assert ModelRecord.from_metadata(metadata).num_classes is None
     assert record_of(metadata, mini.state_dict()).num_classes == 3  # then the classifier's size
+
+
+def test_a_record_sknet_did_not_write_is_a_clear_error():
+    """Metadata that names a model but whose fields are not our JSON (another tool's file) is refused
+    with a message that says what to do, not a raw JSON error."""
+    with pytest.raises(ValueError, match="not one sknet wrote.*create_model"):
+        record_of({"model_name": "sknet_mini", "input_size": "28x28"})

@@ -66,7 +66,7 @@ def test_split_input_branches_see_their_own_channels_and_fast_matches_reference(
     for n in stats:
         torch.testing.assert_close(stats[n], ref_stats[n], rtol=RTOL, atol=1e-7)
     if training:
-        assert sk_lean.applies(sk, x)
+        assert sk_lean.applies(sk)
     with pytest.raises(ValueError, match="divide evenly"):
         SKConv(15, 24, [(3, 1, 1), (3, 2, 1)], split_input=True)
 
@@ -77,7 +77,7 @@ def test_lean_training_step_matches_plain_autograd_and_frozen_parts(lean):
     same fast path, also with frozen attention and frozen first branch."""
     sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8, impl="fast" if lean else "nolean")).train()
     x = torch.randn(16, 16, 9, 9)
-    assert sk_lean.applies(sk, x) is lean
+    assert sk_lean.applies(sk) is lean
     for p in [*sk.attn.parameters(), *sk.paths[0].parameters()]:
         p.requires_grad_(False)
     ref_out, ref_gx, ref_grads, ref_stats = run_step(sk, x, "reference")
@@ -322,3 +322,28 @@ def test_a_sync_bn_model_folds_in_eval_and_trains_on_the_plain_fast_path(sync):
         for _ in range(2):
             expected = reference(x)
     assert_close_rel(out.detach(), expected.detach())
+
+
+def test_a_branch_bn_put_back_in_training_mode_is_not_folded():
+    """Test-time BN adaptation puts BatchNorms back in training mode inside an eval model: the fast
+    path folds only a BN that is itself in eval mode, and matches the reference path."""
+    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).eval()
+    sk.paths[0].bn.train()
+    x = torch.randn(8, 16, 9, 9)
+    reference = copy.deepcopy(sk)
+    with torch.no_grad(), sk_impl(reference, "reference"):
+        assert_close_rel(sk(x), reference(x))
+
+
+def test_a_bn_that_tracks_no_statistics_takes_the_plain_path():
+    """A BatchNorm whose track_running_stats was switched off keeps its statistics as they are in
+    torch; the lean step, which updates them, leaves it to the plain path."""
+    sk = randomize_bn(SKConv(16, 16, BRANCHES["M2-grouped"], min_dim=8)).train()
+    sk.paths[1].bn.track_running_stats = False
+    assert not sk_lean.applies(sk)
+    x = torch.randn(8, 16, 9, 9)
+    ref_out, _, _, ref_stats = run_step(sk, x, "reference")
+    out, _, _, stats = run_step(sk, x, "fast")
+    assert_close_rel(out, ref_out)
+    for n in stats:
+        torch.testing.assert_close(stats[n], ref_stats[n], rtol=RTOL, atol=1e-7)

@@ -249,9 +249,7 @@ def keep_freed_memory() -> bool:
     OS on free, or trims the heap; the next step then page-faults on fresh zeroed pages. How
     much of that a step pays depends on malloc's adaptive thresholds, i.e. on what the process
     did before, and it adds a roughly model-independent cost that pulls every throughput ratio
-    towards 1 (docs/performance.md: 19-55k minor faults per ResNeXt-50 inference step at batch
-    8, and SKNet-50 / ResNeXt-50 from 0.874x to 0.950x in three runs, against 0.869x-0.877x
-    with freed memory kept). ``sknet bench`` therefore sets the mmap threshold
+    towards 1 (docs/performance.md measures it). ``sknet bench`` therefore sets the mmap threshold
     to 1 GiB and turns trimming off (``mallopt``, what ``MALLOC_MMAP_THRESHOLD_`` /
     ``MALLOC_TRIM_THRESHOLD_`` do), as jemalloc or tcmalloc would, for the whole process.
     Anything but Linux with glibc: nothing is changed.

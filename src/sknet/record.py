@@ -148,7 +148,13 @@ def record_of(entries: Mapping, state_dict: Mapping[str, torch.Tensor] | None = 
         entries = {"model_name": config["model"], "overrides": overrides, "num_classes": config.get("num_classes")}
     if not isinstance(entries.get("model_name"), str) or not entries["model_name"]:
         return None
-    record = ModelRecord.from_metadata(entries)
+    try:
+        record = ModelRecord.from_metadata(entries)
+    except ValueError as e:  # json.JSONDecodeError included
+        raise ValueError(
+            f"the file names model {entries['model_name']!r} but its record is not one sknet wrote ({e}); "
+            "load its weights into a model you build: create_model(name, weights=path)"
+        ) from e
     if record.num_classes is None and state_dict is not None:
         record.num_classes = num_classes_of(state_dict)
     return record

@@ -93,7 +93,7 @@ class PairwiseAttention(nn.Module):
         super().__init__()
         if attn.num_paths != 2:
             raise ValueError(f"PairwiseAttention needs two branches, got {attn.num_paths}")
-        self.channels, self.dim = attn.channels, attn.dim
+        self.num_paths, self.channels, self.dim = 2, attn.channels, attn.dim
         self.fc_reduce, self.bn, self.act = attn.fc_reduce, attn.bn, attn.act
         w = attn.fc_select.weight  # (2C, d): rows [0, C) give l_1, rows [C, 2C) give l_2
         self.fc_select = nn.Linear(attn.dim, attn.channels, bias=False, device=w.device, dtype=w.dtype)
@@ -142,6 +142,8 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    if isinstance(model, SKAttention):
+        return _fuse_attention(model)
     for module in list(model.modules()):
         if isinstance(module, ConvBnAct):
             _fuse_pairs(module, (("conv", "bn"),))

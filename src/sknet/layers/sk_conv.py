@@ -176,12 +176,11 @@ class SKConv(nn.Module):
         self.paths = nn.ModuleList(self._path(in_channels, out_channels, br, stride, act) for br in self.branches)
         with_attention = len(self.paths) > 1 and select == "attention"
         self.attn = SKAttention(out_channels, len(self.paths), reduction, min_dim) if with_attention else None
-        self.impl: str
-        self.lean_training: bool
-        self.fold_eval_bn: bool
-        self.subsample_strided: bool
-        for key, value in parse_sk_impl(impl).items():
-            setattr(self, key, value)
+        settings = parse_sk_impl(impl)
+        self.impl: str = settings["impl"]
+        self.lean_training: bool = settings["lean_training"]  # the fast path's parts (sknet.layers.sk_fast)
+        self.fold_eval_bn: bool = settings["fold_eval_bn"]
+        self.subsample_strided: bool = settings["subsample_strided"]
 
     def _path(self, in_channels: int, out_channels: int, br: Branch, stride: int, act) -> ConvBnAct:
         groups = out_channels if br.groups is None else br.groups

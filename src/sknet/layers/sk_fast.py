@@ -66,7 +66,7 @@ def impl_spec(sk: nn.Module) -> str:
 def forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``sk.forward_reference(x)``'s result, computed as the module docstring lists."""
     inputs = sk.inputs(x)
-    if sk_lean.applies(sk, x):
+    if sk_lean.applies(sk):
         convs = [branch_conv(sk, path.conv, xm) for path, xm in zip(sk.paths, inputs)]  # pre-BN
         return sk_lean.lean_select(sk, *convs)
     feats = [branch(sk, path, xm) for path, xm in zip(sk.paths, inputs)]  # M x (B, C, H, W)
@@ -100,7 +100,7 @@ def select(feats: list[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
 def branch(sk: nn.Module, path: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One branch ``conv -> BN -> act``; in eval mode the BN is folded into the conv on the fly."""
     conv, bn = path.conv, path.bn
-    if path.training or not sk.fold_eval_bn or not is_plain_batchnorm(bn):
+    if bn.training or not sk.fold_eval_bn or not is_plain_batchnorm(bn):
         # Training statistics, the ablation, or a BN sknet.fuse already folded (bn is Identity).
         return path.act(bn(branch_conv(sk, conv, x)))
     scale, shift = bn_affine(bn)

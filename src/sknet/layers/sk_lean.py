@@ -20,38 +20,52 @@ from .functional import bn_affine, gap, per_channel
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
-def applies(sk: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``sk``'s fast path takes the lean step for ``x``: training with autograd recording,
-    in eager mode (compiled, the plain ops run and Inductor fuses them), two branches with attention,
-    each branch ending in ``BatchNorm -> ReLU``. Autocast is covered: the maps stay in autocast's
-    dtype and the BN statistics in float32, as ``nn.BatchNorm`` keeps them.
+def applies(sk: nn.Module) -> bool:
+    """Whether the fast path of the SK conv ``sk`` takes the lean step now: training with autograd
+    recording, in eager mode (compiled, the plain ops run and Inductor fuses them), two branches with
+    attention, each branch ending in ``BatchNorm -> ReLU``. Autocast is covered: the maps stay in
+    autocast's dtype and the BN statistics in float32, as ``nn.BatchNorm`` keeps them.
 
     The BatchNorm must compute ``nn.BatchNorm``'s own arithmetic on this process's batch, which the
-    lean step reproduces. A synchronised BatchNorm (``--sync-bn``: ``nn.SyncBatchNorm``, our CPU one)
-    normalises with the statistics of every process's batch and its backward all-reduces two sums
-    over them; the lean backward does neither, so such a branch takes the plain fast path (same
-    result, the plain path's memory), and a warning says so once.
+    lean step reproduces (:func:`_lean_can_normalise`). A synchronised BatchNorm (``--sync-bn``:
+    ``nn.SyncBatchNorm``, our CPU one) normalises with the statistics of every process's batch and
+    its backward all-reduces two sums over them; the lean backward does neither, so such a branch
+    takes the plain fast path (same result, the plain path's memory), and a warning says so.
     """
     if not (sk.training and sk.lean_training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
         return False
     if sk.attn is None or len(sk.paths) != 2 or not all(isinstance(p.act, nn.ReLU) for p in sk.paths):
         return False
-    return all(_local_batchnorm(path.bn) for path in sk.paths)
+    bns = [path.bn for path in sk.paths]
+    if all(_lean_can_normalise(bn) for bn in bns):
+        return True
+    for bn in bns:
+        if isinstance(bn, _BatchNorm) and type(bn).forward is not _BatchNorm.forward:
+            _say_lean_step_is_off(bn)
+    return False
 
 
-def _local_batchnorm(bn: nn.Module) -> bool:
-    """An affine, training BatchNorm with running statistics whose forward is ``nn.BatchNorm``'s."""
-    if not (isinstance(bn, _BatchNorm) and bn.affine and bn.running_var is not None and bn.training):
-        return False
-    if type(bn).forward is not _BatchNorm.forward:
-        warnings.warn(
-            f"SKConv: the memory-lean training step does not cover {type(bn).__name__} (its statistics and "
-            "backward span every process); these SK convolutions train on the plain fast path, with the same "
-            "results and more memory",
-            stacklevel=4,
-        )
-        return False
-    return True
+def _lean_can_normalise(bn: nn.Module) -> bool:
+    """A training BatchNorm with affine parameters and running statistics it updates, whose forward is
+    ``nn.BatchNorm``'s own: the arithmetic the lean step reproduces."""
+    return (
+        isinstance(bn, _BatchNorm)
+        and type(bn).forward is _BatchNorm.forward
+        and bn.training
+        and bn.affine
+        and bn.track_running_stats
+        and bn.running_var is not None
+    )
+
+
+def _say_lean_step_is_off(bn: nn.Module) -> None:
+    # Python's warning registry shows it once per BatchNorm class (under the default filter).
+    warnings.warn(
+        f"SKConv: the memory-lean training step does not cover {type(bn).__name__}, a BatchNorm with a forward "
+        "of its own (a synchronised one normalises with, and back-propagates through, statistics of every "
+        "process); these SK convolutions train on the plain fast path: the same results, more memory",
+        stacklevel=2,
+    )
 
 
 def lean_select(sk: nn.Module, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:

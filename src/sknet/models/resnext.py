@@ -21,7 +21,7 @@ from ..weights import ForeignNames
 from .backbone import Backbone
 from .init import init_weights
 from .registry import register_models
-from .settings import SE, SK, se_reduction
+from .settings import SE, SK, se_ratio_of
 
 MidLayer = Callable[..., nn.Module]  # (in_channels, out_channels, stride, dilation=1) -> module
 
@@ -314,7 +314,7 @@ def resnext(
         mid = GroupedConv(groups, dims)
     return ResNeXt(
         layers, mid, widths, out_channels, stem=stem, stem_width=stem_width, first_stride=first_stride,
-        se_reduction=se_reduction(unit), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last,
+        se_reduction=se_ratio_of(unit), num_classes=num_classes, in_chans=in_chans, zero_init_last=zero_init_last,
         drop_rate=drop_rate, output_stride=output_stride, dims=dims,
     )  # fmt: skip
 

@@ -44,6 +44,6 @@ class SK:
         )
 
 
-def se_reduction(unit: SE | SK | None) -> int | None:
+def se_ratio_of(unit: SE | SK | None) -> int | None:
     """The SE ratio of a unit of this kind, or None where it has no SE."""
     return unit.reduction if isinstance(unit, SE) else None

@@ -16,7 +16,7 @@ from ..layers import ConvBnAct, SKConv, SqueezeExcite
 from .backbone import Backbone
 from .init import init_weights
 from .registry import register_models
-from .settings import SE, SK, se_reduction
+from .settings import SE, SK, se_ratio_of
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -140,7 +140,7 @@ def shufflenetv2(
     right branch; :class:`SK` replaces every depthwise 3x3 by a depthwise SK conv."""
     dw = DepthwiseSK(**unit.conv_kwargs()) if isinstance(unit, SK) else DepthwiseConv()
     return ShuffleNetV2(
-        stage_out, dw_layer=dw, se_reduction=se_reduction(unit), num_classes=num_classes, in_chans=in_chans,
+        stage_out, dw_layer=dw, se_reduction=se_ratio_of(unit), num_classes=num_classes, in_chans=in_chans,
         drop_rate=drop_rate,
     )  # fmt: skip
 
