@@ -18,7 +18,7 @@ from .deploy import (
     segmentation_model,
 )
 from .layers import SKAttention, SKConv
-from .models import create_model, get_model_entry, list_models, load_model, register_model
+from .models import create_model, get_model_entry, list_models, load_model, register_model, to_sk
 from .pretrained import from_pretrained, save_pretrained
 from .record import ModelRecord
 from .weights import load_weights, save_weights
@@ -48,4 +48,5 @@ __all__ = [
     "save_pretrained",
     "save_weights",
     "segmentation_model",
+    "to_sk",
 ]

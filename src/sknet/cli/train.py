@@ -19,6 +19,7 @@ _FLAGS = [  # (flag, config key, type, help)
     ),
     ("--data-dir", "data_dir", str, "data folder (default: the dataset's usual place)"),
     ("--weights", "weights", str, "start from these weights (ours, timm's, torchvision's); new classifier if needed"),
+    ("--init-from", "init_from", str, "grow the SK --model from a plain ResNeXt: its weights file, or its name"),
     ("--backbone-lr-factor", "backbone_lr_factor", float, "learning rate of all but the classifier, relative to it"),
     ("--head-only-epochs", "head_only_epochs", int, "train the classifier alone for the first N epochs"),
     ("--epochs", "epochs", int, "training epochs"),

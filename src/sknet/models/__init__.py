@@ -7,6 +7,7 @@ and mini), the ShuffleNetV2 family, MobileNetV2 (+SK) and timm's SK-ResNet-18/34
 
 from . import mobilenetv2, resnext, shufflenetv2, skresnet  # noqa: F401  (each registers its family)
 from .factory import create_model, load_model
+from .grow import to_sk
 from .mobilenetv2 import MobileNetV2
 from .registry import ModelEntry, get_model_entry, list_models, register_model
 from .resnext import Bottleneck, GroupedConv, ResNeXt, SelectiveKernel
@@ -29,4 +30,5 @@ __all__ = [
     "list_models",
     "load_model",
     "register_model",
+    "to_sk",
 ]

@@ -33,6 +33,9 @@ class TrainConfig:
     # fine-tuning: start from weights (ours, timm's or torchvision's for `model`); a classifier of
     # another class count is replaced by a fresh one
     weights: str | None = None
+    # or grow `model`, an SK network, from a plain ResNeXt's weights (a file) or fresh one (its name)
+    # so that it starts as that network's function (sknet.to_sk)
+    init_from: str | None = None
     backbone_lr_factor: float = 1.0  # learning rate of everything but the classifier, relative to its
     head_only_epochs: int = 0  # the first N epochs train the classifier alone (the rest at learning rate 0)
     # data augmentation (docs/paper.md, 'Training on ImageNet')
@@ -140,6 +143,8 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     get_model_entry(cfg.model)  # unknown model: lists the valid ones
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError("batch_size and epochs must be positive")
+    if cfg.weights and cfg.init_from:
+        raise ValueError("weights and init_from both start the model: weights loads its own, init_from grows it")
     if cfg.backbone_lr_factor < 0 or cfg.head_only_epochs < 0:
         raise ValueError("backbone_lr_factor and head_only_epochs must be >= 0")
     return cfg

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from ..data import DatasetInfo, build_dataset, collate_skip, set_epoch
 from ..io import write_csv, write_text
 from ..models import create_model, get_model_entry
+from ..models.grow import grown_model
 from ..plotting import save_figure, training_curves
 from ..record import ModelRecord
 from ..weights import load_pretrained, read_record, save_weights
@@ -111,7 +112,8 @@ def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
         options["crop"] = cfg.image_size
     if cfg.pad is not None:
         options["pad"] = cfg.pad
-    record = read_record(cfg.weights) if cfg.weights else None
+    weights = cfg.weights or (cfg.init_from if cfg.init_from and Path(cfg.init_from).is_file() else None)
+    record = read_record(weights) if weights else None
     if record and record.mean and record.std:  # normalise as the weights were trained
         options.update(mean=record.mean, std=record.std)
     train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
@@ -149,14 +151,18 @@ def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tup
     overrides = dict(cfg.model_overrides)
     if "in_chans" in entry.overrides and "in_chans" not in overrides and entry.input_size[0] != info.input_size[0]:
         overrides["in_chans"] = info.input_size[0]  # e.g. an RGB model on grayscale data
-    model = create_model(cfg.model, num_classes=info.num_classes, **overrides)
-    if cfg.weights and not cfg.resume:  # a resumed run's checkpoint holds the weights
-        loaded = load_pretrained(model, cfg.weights, model_name=cfg.model)
+    if cfg.init_from and not cfg.resume:  # a resumed run's checkpoint holds the weights
+        model, loaded = grown_model(cfg.init_from, cfg.model, num_classes=info.num_classes, **overrides)
+        _log.info(f"{cfg.model} grown from the plain network of {cfg.init_from} (sknet.to_sk)")
+    else:
+        model = create_model(cfg.model, num_classes=info.num_classes, **overrides)
+        loaded = load_pretrained(model, cfg.weights, model_name=cfg.model) if cfg.weights and not cfg.resume else None
+    if loaded:
         new_head = (
             f"; classifier re-initialised for {info.num_classes} classes (the file's has {loaded['file_classes']})"
             if loaded["reinitialised"] else "; every tensor loaded, none skipped"
         )  # fmt: skip
-        _log.info(f"weights: {loaded['loaded']} tensors loaded from {cfg.weights}{new_head}")
+        _log.info(f"weights: {loaded['loaded']} tensors loaded from {cfg.weights or cfg.init_from}{new_head}")
     model.to(device)
     if cfg.channels_last:  # the layout of the model's kind of input (images, volumes; signals have none)
         model.to(memory_format=channels_last_format(1 + len(info.input_size)))
