@@ -369,25 +369,32 @@ def compare(rows: list[dict]) -> list[dict]:
                 continue
             diff = b["err_mean"] - a["err_mean"]  # > 0: the paper's direction
             row = dict(dataset=dataset, claim=claim, better=better, worse=worse, diff=diff, n=(a["seeds"], b["seeds"]))
-            if a["seeds"] < 2 or b["seeds"] < 2:
-                row.update(se=float("nan"), t=float("nan"), df=0, verdict="one seed: no test possible")
-            else:
-                va, vb = a["err_std"] ** 2 / a["seeds"], b["err_std"] ** 2 / b["seeds"]
-                se = math.sqrt(va + vb)
-                if se == 0:
-                    t, df = (math.inf if diff else 0.0), 10**9
-                else:
-                    t = diff / se
-                    den = (va**2 / (a["seeds"] - 1) if va else 0) + (vb**2 / (b["seeds"] - 1) if vb else 0)
-                    df = int((va + vb) ** 2 / den) if den else 10**9
-                crit = _T95[max(k for k in _T95 if k <= max(df, 1))]
-                if abs(t) < crit:
-                    verdict = "not distinguishable from seed noise"
-                else:
-                    verdict = "replicated" if t > 0 else "reversed (significantly)"
-                row.update(se=se, t=t, df=df, verdict=verdict)
+            row.update(welch(a, b))
             out.append(row)
     return out
+
+
+def welch(a: dict, b: dict) -> dict:
+    """Welch's t-test of ``b``'s mean test error minus ``a``'s (> 0: ``a`` is better), from two rows of
+    :func:`aggregate` (``seeds``, ``err_mean``, ``err_std``): ``se``, ``t``, ``df`` and a verdict,
+    two-sided at 95 %."""
+    diff = b["err_mean"] - a["err_mean"]
+    if a["seeds"] < 2 or b["seeds"] < 2:
+        return dict(se=float("nan"), t=float("nan"), df=0, verdict="one seed: no test possible")
+    va, vb = a["err_std"] ** 2 / a["seeds"], b["err_std"] ** 2 / b["seeds"]
+    se = math.sqrt(va + vb)
+    if se == 0:
+        t, df = (math.inf if diff else 0.0), 10**9
+    else:
+        t = diff / se
+        den = (va**2 / (a["seeds"] - 1) if va else 0) + (vb**2 / (b["seeds"] - 1) if vb else 0)
+        df = int((va + vb) ** 2 / den) if den else 10**9
+    crit = _T95[max(k for k in _T95 if k <= max(df, 1))]
+    if abs(t) < crit:
+        verdict = "not distinguishable from seed noise"
+    else:
+        verdict = "replicated" if t > 0 else "reversed (significantly)"
+    return dict(se=se, t=t, df=df, verdict=verdict)
 
 
 def format_tables(rows: list[dict], comparisons: list[dict], meta: dict | None = None) -> str:

@@ -224,7 +224,7 @@ def drop_backbone_momentum(optimizer: torch.optim.Optimizer, model: nn.Module) -
         optimizer.state.pop(p, None)
 
 
-def _model_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> ModelRecord:
+def _run_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> ModelRecord:
     """What rebuilds the model and prepares its input: the checkpoint's ``meta`` and, with the
     run's metrics and provenance, the record in ``model.safetensors``."""
     size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
@@ -493,7 +493,7 @@ def _finish(ctx: RunContext, run: RunState, stopped_mid_epoch: bool, t0: float) 
     )  # fmt: skip
     if ctx.main:
         record = dataclasses.replace(
-            _model_record(cfg, ctx.info, ctx.model_overrides), metrics={k: result[k] for k in RESULT_METRICS},
+            _run_record(cfg, ctx.info, ctx.model_overrides), metrics={k: result[k] for k in RESULT_METRICS},
             provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=ctx.world),
         )  # fmt: skip
         save_weights(ctx.model_without_ddp, ctx.out / "model.safetensors", record=record)
@@ -528,7 +528,7 @@ def _save_checkpoint(ctx: RunContext, run: RunState) -> None:
             model=ctx.model_without_ddp.state_dict(), optimizer=step.optimizer.state_dict(),
             scheduler=step.scheduler.state_dict(), scaler=step.scaler.state_dict() if step.scaler else None,
             run=dataclasses.asdict(run), rng=rngs, config=dataclasses.asdict(ctx.cfg),
-            meta=_model_record(ctx.cfg, ctx.info, ctx.model_overrides).to_dict(),
+            meta=_run_record(ctx.cfg, ctx.info, ctx.model_overrides).to_dict(),
         ))  # fmt: skip
 
 
