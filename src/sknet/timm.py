@@ -4,9 +4,17 @@ Importing this module (it needs timm; ``import sknet`` never imports it) registe
 of :func:`sknet.list_models` whose name timm does not already have, under the same name, built
 through timm's ``build_model_with_cfg``: ``features_only`` / ``out_indices`` (timm's
 ``FeatureGetterNet`` over our ``forward_intermediates``), ``pretrained=True`` with
-``pretrained_cfg_overlay=dict(file=PATH)`` (a local file only: no model has a url or hub id),
-``resolve_data_config`` and the rest are timm's own. Names timm has (``resnext50_32x4d``,
-``skresnet18``, ...) stay timm's models; build ours with :func:`sknet.create_model`.
+``pretrained_cfg_overlay=dict(file=PATH)``, ``resolve_data_config`` and the rest are timm's own.
+Names timm has (``resnext50_32x4d``, ``skresnet18``, ...) stay timm's models; build ours with
+:func:`sknet.create_model`.
+
+``pretrained=True`` without a file loads the model's published weights (``sknet50``, ``senet50``,
+``senet101``: :mod:`sknet.models.sources`), fetched by sknet into the library's cache (offline
+once cached) and handed to timm as the file; timm then loads them as it loads any file (a new
+classifier for another ``num_classes``, the first conv adapted to ``in_chans``). Each of them is
+registered under its tags, ``"senet50.gluon_in1k"`` picking one; the cfgs name no url or hub id, so
+the weights come only through sknet, and a model without published weights refuses
+``pretrained=True`` without a file.
 
 Each model's ``pretrained_cfg`` (choices in docs/deploy.md):
 
@@ -26,6 +34,7 @@ from torch import nn
 from .data import NORMALIZATION
 from .data.transforms import EVAL_CROP_RATIO
 from .models import create_model, get_model_entry, list_models
+from .models.sources import pretrained_file, pretrained_source, pretrained_sources
 from .weights import convert_state_dict
 
 # Per family: the data a model was trained on (mean / std) and how it is evaluated.
@@ -48,7 +57,7 @@ def pretrained_cfg(name: str) -> dict:
         std=std,
         first_conv=_FIRST_CONV.get(entry.family, "conv1"),
         classifier="fc",
-        license="mit",  # the code's; no weights are distributed
+        license="mit",  # the code's (a tagged cfg names its weights' licence)
         description=entry.doc,
         paper_name="Selective Kernel Networks",
         paper_ids="arXiv:1903.06586",
@@ -61,8 +70,32 @@ def _filter_state_dict(state_dict: dict, model: nn.Module) -> dict:
     return convert_state_dict(state_dict, model)
 
 
+def _tagged_cfgs(name: str) -> dict:
+    """``{"name.tag": cfg}`` for each published set of weights of ``name`` (the default marked ``*``
+    for timm), or ``{name: cfg}``."""
+    cfg = pretrained_cfg(name)
+    sources = pretrained_sources(name)
+    if not sources:
+        return {name: cfg}
+    marks = ["*"] + [""] * (len(sources) - 1)
+    return {f"{name}.{s.tag}{mark}": {**cfg, "license": s.licence} for s, mark in zip(sources, marks)}
+
+
+def _with_published_weights(name: str, kwargs: dict) -> dict:
+    """``kwargs`` with the file of ``name``'s published weights (tag: timm's ``pretrained_cfg``) as
+    the cfg overlay's ``file``, unless a source is given there already."""
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    if any(overlay.get(k) for k in ("file", "url", "hf_hub_id", "state_dict")):
+        return kwargs
+    tag = kwargs.get("pretrained_cfg") if isinstance(kwargs.get("pretrained_cfg"), str) else None
+    overlay["file"] = str(pretrained_file(pretrained_source(name, tag), kwargs.get("cache_dir")))
+    return {**kwargs, "pretrained_cfg_overlay": overlay}
+
+
 def _entrypoint(name: str):
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
+        if pretrained and pretrained_sources(name):
+            kwargs = _with_published_weights(name, kwargs)
         return build_model_with_cfg(
             functools.partial(create_model, name),  # takes timm's num_classes / in_chans and the user's kwargs
             name,
@@ -80,7 +113,7 @@ def _entrypoint(name: str):
 # Importing twice (or reloading) registers nothing twice: names timm knows, ours included, are skipped.
 # timm's data and feature machinery is for images: the 1-D and 3-D models stay sknet's alone.
 _new = [n for n in list_models() if not is_model(n) and len(get_model_entry(n).input_size) == 3]
-default_cfgs = generate_default_cfgs({n: pretrained_cfg(n) for n in _new})  # read by register_model
+default_cfgs = generate_default_cfgs({k: c for n in _new for k, c in _tagged_cfgs(n).items()})  # read by register_model
 for _name in _new:
     register_model(_entrypoint(_name))
 

@@ -1,8 +1,8 @@
 """The ``sknet`` command: one module per sub-command, each a thin layer over a library function.
 
 Every sub-command module has ``register(subparsers)`` (its flags) and ``run(args) -> int``;
-bad input (a ``ValueError``, a missing file, a failed write) becomes a one-line message on
-standard error and exit status 2, never a traceback.
+bad input (a ``ValueError``, a missing file, a failed write, a missing optional package)
+becomes a one-line message on standard error and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     show_logs()
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, WriteError) as e:  # bad input: say what and how to fix, no traceback
+    except (ValueError, FileNotFoundError, ImportError, WriteError) as e:  # bad input, a missing extra: no traceback
         print(f"sknet {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -92,6 +92,7 @@ def run(args) -> int:
     summary["settings"].update(
         checkpoint=args.checkpoint,
         weights=args.weights,
+        pretrained=args.pretrained,
         dataset=args.dataset,
         data_dir=args.data_dir,
         input_size=list(input_size),

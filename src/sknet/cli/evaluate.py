@@ -11,6 +11,7 @@ from ..data.transforms import EVAL_CROP_RATIO
 from ..models import create_model, load_model
 from ..training import evaluate
 from ..training.distributed import init_distributed
+from .common import add_pretrained_argument
 
 
 def register(sub) -> None:
@@ -18,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint.pt or .safetensors from sknet train")
     p.add_argument("--model", help="registered model name (with --weights, or to check the checkpoint)")
     p.add_argument("--weights", help="weights file for --model (ours, timm, torchvision)")
+    add_pretrained_argument(p)
     p.add_argument("--dataset", required=True, help=" | ".join(DATASETS))
     p.add_argument("--data-dir", help="data folder (default: the dataset's usual place)")
     p.add_argument("--split", default="val", choices=["train", "val"], help="which split (default val)")
@@ -36,10 +38,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     _, _, device = init_distributed(args.device)
+    if args.checkpoint and (args.weights or args.pretrained):
+        raise ValueError("--weights / --pretrained go with --model; a --checkpoint holds its own weights")
     if args.checkpoint:
         model = load_model(args.checkpoint, model_name=args.model)
+    elif args.model and args.pretrained:  # the weights' own classifier: a data set of other classes is refused
+        model = create_model(args.model, weights=args.weights, pretrained=args.pretrained)
     elif not (args.model and args.weights):
-        raise ValueError("give --checkpoint FILE, or --model NAME with --weights FILE")
+        raise ValueError("give --checkpoint FILE, or --model NAME with --weights FILE or --pretrained [TAG]")
     else:
         model = None
     record = model.pretrained_cfg if model is not None else {}

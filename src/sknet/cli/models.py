@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
+from ..models.sources import source_table
 from ..models.table import deviation_table, model_table
 
 
@@ -13,6 +15,10 @@ def register(sub) -> None:
     p.add_argument("--ablations", action="store_true", help="the rows of Tables 6 and 7 (sknet50 with overrides)")
     p.add_argument("--tables", nargs="+", metavar="N", help="only rows the paper reports in these tables, e.g. 1 2")
     p.add_argument("--deviations", action="store_true", help="every figure off the paper's by > 1.5 %%, and why")
+    p.add_argument(
+        "--pretrained", action="store_true",
+        help="the published ImageNet weights (--pretrained [TAG]): tag, source, licence, size, the source's top-1",
+    )  # fmt: skip
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (what the docs show)")
@@ -20,6 +26,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.pretrained:
+        rows = [r for r in source_table() if args.pattern is None or fnmatch.fnmatch(r["model"], args.pattern)]
+        print(json.dumps(rows, indent=1) if args.json else format_sources(rows, args.markdown))
+        return 0
     if args.deviations:
         rows = deviation_table()
         print(json.dumps(rows, indent=1) if args.json else format_deviations(rows, args.markdown))
@@ -103,3 +113,31 @@ def format_deviations(rows: list[dict], markdown: bool) -> str:
         f"{r['name']} {r['figure']}: ours {r['ours']:g}, paper {r['paper']:g} ({_pct(r['dev_pct'])})\n  {r['reason']}"
         for r in rows
     )
+
+
+def format_sources(rows: list[dict], markdown: bool) -> str:
+    """The published weights: a console or Markdown table, the default of each model marked."""
+    head = ("model", "tag", "source", "licence", "MiB", "top-1, % (theirs)")
+    quote = (lambda c: f"`{c}`") if markdown else str
+    table = [
+        (
+            quote(r["model"]),
+            quote(r["tag"]) + (" *" if r["default"] else ""),
+            r["source"],
+            r["licence"],
+            f"{r['size_mib']:.1f}",
+            f"{r['top1']:.2f}" + (f" at {r['top1_size']} px" if r["top1_size"] != 224 else ""),
+        )
+        for r in rows
+    ]
+    note = (
+        "* the model's default (--pretrained without a TAG). top-1: the source's own ImageNet-1k validation figure "
+        "at 224 px unless noted (timm: its results-imagenet.csv; torchvision: its weights' metadata), not ours."
+    )
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in [head, ("---",) * len(head), *table]]
+        return "\n".join([*lines, "", "\\" + note])  # escaped: not a list item
+    widths = [max(map(len, col)) for col in zip(head, *table)]
+    align = [str.ljust] * 4 + [str.rjust] * 2  # text left, numbers right
+    lines = ["  ".join(a(c, w) for a, c, w in zip(align, row, widths)) for row in [head, *table]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], note])

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import yaml
 
+from ..models.sources import pretrained_file, pretrained_source
 from ..training import NonFiniteLossError, train
+from ..training.config import resolve_config
 from ..training.distributed import is_main
+from .common import add_pretrained_argument
 
 _FLAGS = [  # (flag, config key, type, help)
     ("--model", "model", str, "registered model name (sknet models)"),
@@ -41,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="a packaged recipe (sknet recipes), e.g. fashion_mnist, or a YAML file")
     for flag, key, typ, help_ in _FLAGS:
         p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
+    add_pretrained_argument(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -61,6 +65,8 @@ def run(args) -> int:
     overrides.update({flag: True for flag in _SWITCHES if getattr(args, flag)})
     if args.no_progress:
         overrides["progress"] = False
+    if args.pretrained:
+        overrides["weights"] = _pretrained_weights(config, overrides, args.pretrained)
     try:
         result = train(config, **overrides)
     except NonFiniteLossError as e:
@@ -69,6 +75,15 @@ def run(args) -> int:
     if is_main():
         print(format_results(result))
     return 0
+
+
+def _pretrained_weights(config, overrides: dict, tag) -> str:
+    """``--pretrained [TAG]``: the file of the run's model's published weights (fetched into the
+    library's cache), started from as ``--weights`` is."""
+    if overrides.get("weights"):
+        raise ValueError("give either --pretrained [TAG] or --weights FILE, not both")
+    model = overrides.get("model") or resolve_config(config).model
+    return str(pretrained_file(pretrained_source(model, None if tag is True else tag)))
 
 
 def _parse_set(items: list[str]) -> dict:

@@ -1,7 +1,8 @@
 """Building models by name, and rebuilding them from the files we write.
 
-:func:`create_model` builds a registered model, optionally loading weights into it (ours,
-timm's or torchvision's). :func:`load_model` is the one loader for a file that records its
+:func:`create_model` builds a registered model, optionally loading weights into it: a file (ours,
+timm's or torchvision's), or the published ImageNet weights of the model (``pretrained=True``,
+:mod:`sknet.models.sources`). :func:`load_model` is the one loader for a file that records its
 model (a ``.safetensors`` from :func:`sknet.save_weights` or a training ``checkpoint.pt``).
 """
 
@@ -14,6 +15,7 @@ from torch import nn
 from ..record import record_of
 from ..weights import apply_state_dict, check_model_name, load_weights, read_state_dict
 from .registry import get_model_entry
+from .sources import load_source
 
 
 def create_model(
@@ -21,6 +23,7 @@ def create_model(
     *,
     num_classes: int | None = None,
     weights: str | Path | None = None,
+    pretrained: bool | str = False,
     **overrides,
 ) -> nn.Module:
     """Build a registered model.
@@ -31,14 +34,27 @@ def create_model(
             ImageNet models, 10 for the CIFAR ones).
         weights: Path to a checkpoint (ours, timm's ``skresnext50_32x4d`` or torchvision's
             ``resnext50_32x4d`` / ``mobilenet_v2``; .pt/.pth/.safetensors) loaded after building.
+        pretrained: True for the model's published ImageNet weights (its default source), or
+            the tag of one of them (``sknet models --pretrained`` lists them); downloaded into
+            the source library's cache the first time, offline afterwards. With another
+            ``num_classes`` than the weights' the classifier is a fresh one (for fine-tuning).
+            Their record (ImageNet's input size, mean / std and class names) lands in
+            ``model.pretrained_cfg``.
         **overrides: Arguments the model accepts, e.g. for SK models
             ``branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)]``, ``select="sum"``,
             ``reduction=8``, ``min_dim=16``, ``sk_impl="reference"``.
 
     Raises:
-        ValueError: Unknown model, or an override the model does not take (the
-            message lists the valid ones).
+        ValueError: Unknown model, an override the model does not take (the message lists
+            the valid ones), ``pretrained`` with ``weights``, or no such published weights.
+        FileNotFoundError: ``pretrained`` weights not cached, and no network to download them.
+        ImportError: ``pretrained`` weights on the Hugging Face Hub without huggingface_hub.
     """
+    if pretrained and weights is not None:
+        raise ValueError(
+            "give either published weights (pretrained=True or a tag; --pretrained [TAG]) or a weights file "
+            "(weights=PATH; --weights PATH), not both"
+        )
     entry = get_model_entry(name)
     bad = sorted(set(overrides) - set(entry.overrides))
     if bad:
@@ -48,6 +64,8 @@ def create_model(
     model.pretrained_cfg = dict(name=name, overrides=overrides, num_classes=num_classes, input_size=entry.input_size)
     if weights is not None:
         load_weights(model, weights, model_name=name)
+    if pretrained:
+        load_source(model, name, pretrained)
     return model
 
 
