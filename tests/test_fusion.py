@@ -124,8 +124,8 @@ def test_fused_model_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
     model = fuse(randomize_bn(sknet.create_model("sknet_mini")))
     x = torch.randn(2, 1, 28, 28)
     torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=True)
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    runtime = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    (y,) = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         assert_close_rel(torch.from_numpy(y), model(x))
 
