@@ -225,3 +225,50 @@ def test_cli_model_and_weights_and_a_training_checkpoint(tmp_path, capsys):
     torch.save(model.state_dict(), plain)
     assert main(["export", "--checkpoint", str(plain), "-o", str(tmp_path / "d.onnx")]) == 2
     assert "--model NAME --weights PATH" in capsys.readouterr().err
+
+
+ONNX_EXPORT = ["export", "--checkpoint", "{weights}", "-o", "{out}.onnx"]
+MISSING_EXTRAS = [  # (module, the extra that installs it, a command that needs it; {out}: what it would write)
+    ("onnx", "export", ONNX_EXPORT),
+    ("onnxscript", "export", ONNX_EXPORT),
+    ("onnxruntime", "export", ONNX_EXPORT),
+    (
+        "huggingface_hub",
+        "hub",
+        ["export", "--model", "skresnet18", "--pretrained", "--format", "torchscript", "-o", "{out}"],
+    ),
+    (
+        "tensorboard",
+        "tensorboard",
+        ["train", "--output", "{out}", "--tensorboard", "--dataset", "fake", "--no-progress"],
+    ),
+]
+
+
+@pytest.mark.parametrize("module, extra, command", MISSING_EXTRAS, ids=[m for m, _, _ in MISSING_EXTRAS])
+def test_a_missing_optional_package_is_one_line_naming_its_extra(tmp_path, monkeypatch, capsys, module, extra, command):
+    import sys
+
+    weights = sknet.save_weights(sknet.create_model("sknet_mini", num_classes=3), tmp_path / "w.safetensors")
+    out = tmp_path / "out"
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
+    assert main([a.format(weights=weights, out=out) for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"pip install 'sknet[{extra}]'" in err and f"the {module} package" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # nothing written
+
+
+def test_each_optional_package_is_in_the_extra_its_message_names():
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from sknet.extras import EXTRAS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    for module, extra in EXTRAS.items():
+        names = [re.split(r"[<>=!~;\[ ]", req)[0] for req in extras[extra]]
+        assert module in names, (module, extra, extras[extra])

@@ -30,7 +30,8 @@ def model_from_args(args: argparse.Namespace, action: str) -> nn.Module:
     """The model the flags name: a file with a record, or a registered name with optional weights.
 
     ``action`` ("export", "analyse") goes into the messages. Without ``--num-classes`` the
-    classifier size comes from the weights.
+    classifier size comes from the weights. ``--weights`` of a file sknet wrote give the model its
+    record names (its overrides, class names, normalisation), as ``--checkpoint`` does.
     """
     if args.checkpoint and args.model:
         raise ValueError("give either --checkpoint PATH or --model NAME [--weights PATH], not both")
@@ -45,7 +46,11 @@ def model_from_args(args: argparse.Namespace, action: str) -> nn.Module:
     if args.weights is None:
         print(f"note: no --weights given; {args.model} keeps its random initial weights", file=sys.stderr)
         return create_model(args.model, num_classes=args.num_classes)
-    num_classes = args.num_classes if args.num_classes is not None else weights_num_classes(args.weights)
+    sd, meta = read_state_dict(args.weights)
+    record = record_of(meta, sd)
+    if record and args.num_classes in (None, record.num_classes):  # a file of ours: the model it records, as it is
+        return load_model(args.weights, model_name=args.model)
+    num_classes = args.num_classes if args.num_classes is not None else num_classes_of(sd)
     return create_model(args.model, num_classes=num_classes, weights=args.weights)
 
 
@@ -56,10 +61,3 @@ def add_pretrained_argument(parser) -> None:
         help="with --model: its published ImageNet weights (downloaded once into the library's cache); "
         "TAG picks one of several (sknet models --pretrained)",
     )  # fmt: skip
-
-
-def weights_num_classes(path: str) -> int | None:
-    """The classifier size of a weights file: its record's, else its ``fc.weight``'s."""
-    sd, meta = read_state_dict(path)
-    record = record_of(meta, sd)
-    return record.num_classes if record else num_classes_of(sd)

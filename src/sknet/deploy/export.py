@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..extras import require
 from ..io import atomic_write
 from ..record import ModelRecord
 from .fusion import fuse as fuse_model
@@ -142,6 +143,9 @@ def _check_export_args(output, fmt: str, input_size: Sequence[int], batch_size: 
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if fmt == "onnx":  # what writing (torch's exporter: onnxscript), reading and checking the file need
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module, "ONNX export")
     return input_size
 
 
@@ -175,6 +179,7 @@ def export_model(
     Raises:
         ValueError: Unknown format or bad sizes; or the exported file does not match the
             eager model (nothing is written then).
+        ImportError: ONNX without the ``export`` extra's packages (the message names it).
     """
     input_size = _check_export_args(output, fmt, input_size, batch_size)
     eager = model.eval()
