@@ -3,6 +3,7 @@ on an image folder whose class names reach ``sknet predict``."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from sknet import cli, create_model, load_model, save_weights
 from sknet.training import resolve_config, train
 from sknet.training.checkpoint import load_checkpoint
-from sknet.weights import load_pretrained
+from sknet.weights import load_pretrained, read_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,3 +168,89 @@ def test_the_image_folder_trains_and_predict_prints_its_class_names(pretrained, 
     assert cli.main(["predict", "--checkpoint", str(tmp_path / "ft" / "model.safetensors"), image, "--json"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     assert {t["cls"] for t in top} == {"cat", "dog"}
+
+
+# --------------------------------------------------------------------------- other input channels
+
+
+@pytest.mark.parametrize("file_chans, model_chans", [(1, 3), (3, 1)])
+def test_weights_for_other_input_channels_adapt_the_first_conv(tmp_path, file_chans, model_chans):
+    """The first conv of a file made for other input channels is adapted as timm's adapt_input_conv
+    does. Checked on what the conv computes: 1 -> 3 gives on an RGB image what the file's conv gives on
+    its channel mean; 3 -> 1 gives on a grayscale image what the file's conv gives on it repeated in
+    three channels."""
+    source = create_model("sknet_mini", num_classes=2, in_chans=file_chans)
+    path = save_weights(source, tmp_path / "w.safetensors")
+    model = create_model("sknet_mini", num_classes=2, in_chans=model_chans)
+    report = load_pretrained(model, path, model_name="sknet_mini")
+    assert report["input_conv"] == dict(key="conv1.weight", file_in_chans=file_chans, model_in_chans=model_chans)
+    x = torch.randn(2, model_chans, 16, 16)
+    as_file_sees_it = x.mean(1, keepdim=True) if file_chans == 1 else x.repeat(1, file_chans, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.conv1(x), source.conv1(as_file_sees_it), rtol=1e-5, atol=1e-6)
+    timm_manipulate = pytest.importorskip("timm.models._manipulate")
+    expected = timm_manipulate.adapt_input_conv(model_chans, source.conv1.weight.detach(), base_chans=file_chans)
+    torch.testing.assert_close(model.conv1.weight.detach(), expected)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items() if k != "conv1.weight")
+
+
+@pytest.fixture(scope="module")
+def demo_on_rgb(tmp_path_factory):
+    """``sknet train --config finetune`` of a one-channel model (the demo's kind: 10 classes, its own
+    normalisation) on an RGB image folder: the run's folder, its standard output and the data."""
+    tmp = tmp_path_factory.mktemp("demo_on_rgb")
+    weights = save_weights(
+        create_model("sknet_mini", num_classes=10), tmp / "demo.safetensors", mean=(0.3,), std=(0.35,)
+    )  # fmt: skip
+    data = image_folder(tmp / "data", ["cat", "dog"], seed=2)
+    args = [
+        "train", "--config", "finetune", "--model", "sknet_mini", "--data-dir", str(data), "--output",
+        str(tmp / "ft"), "--weights", str(weights), "--batch-size", "8", "--workers", "0", "--max-steps", "1",
+        "--no-progress", "--set", "image_size=16", "--set", "pad=2", "--set", "eval_crop_ratio=1.0",
+    ]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            out = io.StringIO()
+            mp.setattr("sys.stdout", out)
+            assert cli.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return dict(run=tmp / "ft", stdout=out.getvalue(), args=args, data=data)
+
+
+def test_the_one_channel_demo_model_fine_tunes_on_rgb_images(demo_on_rgb):
+    """The stem is adapted (1 -> 3 channels), the run says so, and its record keeps it; the weights'
+    one-channel normalisation holds for each of the three."""
+    assert "the first conv (conv1.weight) was made for 1 input channel(s), the model takes 3" in demo_on_rgb["stdout"]
+    record = read_record(demo_on_rgb["run"] / "model.safetensors")
+    assert record.provenance["adapted_input_conv"] == dict(key="conv1.weight", file_in_chans=1, model_in_chans=3)
+    assert (record.input_size, record.mean, record.std) == ([3, 16, 16], [0.3] * 3, [0.35] * 3)
+    assert load_file(str(demo_on_rgb["run"] / "model.safetensors"))["conv1.weight"].shape[1] == 3
+
+
+def test_an_in_chans_override_the_data_does_not_fit_is_one_line_and_writes_nothing(demo_on_rgb, tmp_path, capsys):
+    args = list(demo_on_rgb["args"])
+    args[args.index("--output") + 1] = str(tmp_path / "ft")
+    assert cli.main([*args, "--set", "model_overrides={in_chans: 1}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "does not run on imagefolder's input 3x16x16" in err and "Leave in_chans out of model_overrides" in err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_the_onnx_file_of_a_fine_tuned_model_carries_its_record(demo_on_rgb, tmp_path, capsys):
+    """Exported as ``--model NAME --weights FILE``: the file's model (its in_chans), class names and
+    normalisation reach the ONNX metadata."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    weights, out = demo_on_rgb["run"] / "model.safetensors", tmp_path / "ft.onnx"
+    assert cli.main(["export", "--model", "sknet_mini", "--weights", str(weights), "-o", str(out)]) == 0
+    capsys.readouterr()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["sknet.model_name"] == "sknet_mini" and json.loads(meta["sknet.overrides"]) == {"in_chans": 3}
+    assert json.loads(meta["sknet.classes"]) == ["cat", "dog"]
+    assert (json.loads(meta["sknet.mean"]), json.loads(meta["sknet.std"])) == ([0.3] * 3, [0.35] * 3)
+    assert json.loads(meta["sknet.input_size"]) == [3, 16, 16]

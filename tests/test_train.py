@@ -423,3 +423,71 @@ def test_throughput_counts_a_partial_last_epoch(tmp_path, capsys):
     assert cli.main(args) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("training throughput"))
     assert float(line.split("|")[1].split()[0]) > 0
+
+
+# --------------------------------------------------------------------------- --resume where there is nothing to resume
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_resume_with_nothing_to_resume_starts_the_run(tmp_path, folder, caplog):
+    """One command for the first start and every restart: --resume on a missing or empty folder
+    trains what a plain start trains, and says it started."""
+    if folder == "empty":
+        (tmp_path / "resumed").mkdir()
+    train(**tiny(tmp_path, "plain", max_steps=2))
+    with caplog.at_level("INFO", logger="sknet"):
+        result = train(**tiny(tmp_path, "resumed", max_steps=2, resume=True))
+    assert "nothing to resume in" in caplog.text and "starting the run" in caplog.text
+    assert result["steps"] == 2
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def killed_before_its_first_checkpoint(tmp_path: Path, monkeypatch) -> list[str]:
+    """A run of ``sknet train`` stopped after writing its config.yaml and before its first checkpoint;
+    returns its command line."""
+    import sknet.training.loop as train_module
+    from sknet import cli
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    args = ["train", "--output", str(tmp_path / "run"), "--no-progress", "--max-steps", "2", *as_flags(TINY)]
+    with monkeypatch.context() as mp:
+        mp.setattr(train_module, "_train_epochs", killed)
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(args)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+    return args
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it(tmp_path, monkeypatch, capsys):
+    from sknet import cli
+
+    args = killed_before_its_first_checkpoint(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0  # the same command, --resume added
+    assert "starting the run" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["run"]["step"] == 2
+    # and the short form, from the folder's config.yaml alone
+    assert cli.main(["train", "--output", str(tmp_path / "run"), "--resume", "--max-steps", "3", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["run"]["step"] == 3
+
+
+def test_resume_without_a_checkpoint_refuses_a_different_config_or_another_runs_files(tmp_path, monkeypatch, capsys):
+    from sknet import cli
+
+    args = killed_before_its_first_checkpoint(tmp_path, monkeypatch)
+    assert cli.main([*args, "--resume", "--set", "weight_decay=0.5"]) == 2  # its config.yaml says 1e-4
+    err = capsys.readouterr().err
+    assert "cannot resume from" in err and "weight_decay: config 0.0001, this run 0.5" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    # A finished run whose checkpoint was removed: its files stay as they are.
+    train(**tiny(tmp_path, "finished", max_steps=2))
+    (tmp_path / "finished" / "checkpoint.pt").unlink()
+    before = digest(tmp_path / "finished" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"nothing to resume in .*no checkpoint\.pt, yet holds .*model\.safetensors"):
+        train(**tiny(tmp_path, "finished", max_steps=2, resume=True))
+    assert digest(tmp_path / "finished" / "model.safetensors") == before
+    assert not (tmp_path / "finished" / "checkpoint.pt").exists()

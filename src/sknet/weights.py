@@ -194,23 +194,83 @@ def load_pretrained(model: nn.Module, path: str | Path, model_name: str | None =
     """Start ``model`` from the weights in ``path`` (ours, timm's or torchvision's) for fine-tuning.
 
     Every tensor is loaded, except the classifier (``head``) when the file's has another number
-    of classes: then ``model``'s freshly initialised classifier is kept. Any other difference is
-    an error that names it, as in :func:`load_weights`.
+    of classes: then ``model``'s freshly initialised classifier is kept. A first conv made for
+    another number of input channels (RGB weights, grayscale images) is adapted to the model's
+    (:func:`adapt_input_conv`). Any other difference is an error that names it, as in
+    :func:`load_weights`.
 
     Returns:
         ``loaded`` (number of tensors), ``reinitialised`` (the classifier keys kept fresh, or
-        ``[]``), ``file_classes`` (the file's classifier size, or None if it has none).
+        ``[]``), ``file_classes`` (the file's classifier size, or None if it has none),
+        ``input_conv`` (what :func:`adapt_input_channels` did, or None).
     """
     sd, meta = read_state_dict(path)
     check_model_name(path, record_of(meta, sd), model_name)
     file_classes = num_classes_of(sd)
     sd = convert_state_dict(sd, model)
+    input_conv = adapt_input_channels(sd, model)
     target = model.state_dict()
     head_keys = [k for k in target if k.startswith(f"{head}.")]
     reinit = head_keys if any(k not in sd or sd[k].shape != target[k].shape for k in head_keys) else []
     sd = {k: v for k, v in sd.items() if k not in reinit}
     apply_state_dict(model, sd, path, model_name=model_name, allow_missing=reinit)
-    return dict(loaded=len(sd), reinitialised=reinit, file_classes=file_classes)
+    return dict(loaded=len(sd), reinitialised=reinit, file_classes=file_classes, input_conv=input_conv)
+
+
+def input_conv_name(model: nn.Module) -> str | None:
+    """The name of ``model``'s first convolution, the one that sees the input (``conv1``, ``conv1.conv``)."""
+    return next((name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+
+
+def adapt_input_channels(sd: dict[str, torch.Tensor], model: nn.Module) -> dict | None:
+    """Fit the first conv's weight in ``sd`` (our names) to ``model``'s input channels, in place.
+
+    Only a weight that differs from the model's in its input channels alone is adapted
+    (:func:`adapt_input_conv`). Returns what was done (``key``, ``file_in_chans``,
+    ``model_in_chans``), or None when nothing was.
+    """
+    name = input_conv_name(model)
+    key = f"{name}.weight"
+    target = model.state_dict().get(key)
+    weight = sd.get(key)
+    if name is None or target is None or weight is None or weight.dim() != target.dim():
+        return None
+    if weight.shape[1] == target.shape[1] or weight.shape[:1] + weight.shape[2:] != target.shape[:1] + target.shape[2:]:
+        return None
+    sd[key] = adapt_input_conv(weight, target.shape[1])
+    return dict(key=key, file_in_chans=weight.shape[1], model_in_chans=target.shape[1])
+
+
+def describe_input_conv(adapted: dict) -> str:
+    """One line saying how :func:`adapt_input_channels` adapted the first conv."""
+    file_chans, in_chans = adapted["file_in_chans"], adapted["model_in_chans"]
+    how = "summed over its channels" if in_chans == 1 else f"its channels repeated, scaled by {file_chans}/{in_chans}"
+    return (
+        f"the first conv ({adapted['key']}) was made for {file_chans} input channel(s), the model takes {in_chans}: "
+        f"{how}, as timm's adapt_input_conv does"
+    )
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first conv's ``weight`` (out, file channels, *kernel) made to take ``in_chans`` channels,
+    as timm's ``adapt_input_conv`` does (timm/models/_manipulate.py, its ``base_chans`` being the
+    file's channel count).
+
+    One channel: the sum over the file's channels, so a grayscale image gives what the file's conv
+    gives on that image repeated in every channel. More: the file's channels repeated in turn up to
+    ``in_chans``, scaled by ``file channels / in_chans``, so an image whose channels are all equal
+    gives what the file's conv gives on that image.
+    """
+    file_chans = weight.shape[1]
+    if in_chans == file_chans:
+        return weight
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-in_chans // file_chans)  # ceil
+        w = w.repeat(1, repeats, *[1] * (w.dim() - 2))[:, :in_chans] * (file_chans / in_chans)
+    return w.to(weight.dtype)
 
 
 # --------------------------------------------------------------------------- records

@@ -45,7 +45,9 @@ def register(sub) -> None:
     for flag, key, typ, help_ in _FLAGS:
         p.add_argument(flag, dest=key, type=typ, default=None, help=help_)
     add_pretrained_argument(p)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt; start the run if there is none yet"
+    )
     p.add_argument("--channels-last", dest="channels_last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", help="BatchNorm statistics over all processes")

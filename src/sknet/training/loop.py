@@ -26,12 +26,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..data import DatasetInfo, build_dataset, collate_skip, set_epoch
+from ..extras import require
 from ..io import write_csv, write_text
 from ..models import create_model, get_model_entry
 from ..models.grow import grown_model
 from ..plotting import save_figure, training_curves
 from ..record import ModelRecord
-from ..weights import load_pretrained, read_record, save_weights
+from ..weights import describe_input_conv, load_pretrained, read_record, save_weights
 from . import distributed as dist
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import RESUMABLE_KEYS, TrainConfig, resolve_config, same_values
@@ -119,6 +120,8 @@ def build_data(cfg: TrainConfig, in_chans: int, input_hw: tuple[int, int]):
     train_set = build_dataset(cfg.dataset, cfg.data_dir, "train", **options)
     val_set = build_dataset(cfg.dataset, cfg.data_dir, "val", **options)
     info = train_set.info
+    if len(info.mean) == 1 < info.input_size[0]:  # a one-channel model's normalisation, for every channel (as timm)
+        info = dataclasses.replace(info, mean=info.mean * info.input_size[0], std=info.std * info.input_size[0])
     if cfg.train_limit:
         train_set = Subset(train_set, range(min(cfg.train_limit, len(train_set))))
     if cfg.val_limit:
@@ -145,8 +148,9 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
-def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tuple[nn.Module, dict]:
-    """The model for ``info``'s classes and channels, on ``device``; returns it and the overrides used."""
+def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tuple[nn.Module, dict, dict]:
+    """The model for ``info``'s classes and channels, on ``device``; returns it, the overrides used and
+    what starting from the weights changed, for the run's record (``adapted_input_conv``, or nothing)."""
     entry = get_model_entry(cfg.model)
     overrides = dict(cfg.model_overrides)
     if "in_chans" in entry.overrides and "in_chans" not in overrides and entry.input_size[0] != info.input_size[0]:
@@ -163,12 +167,15 @@ def build_model(cfg: TrainConfig, info, device: torch.device, world: int) -> tup
             if loaded["reinitialised"] else "; every tensor loaded, none skipped"
         )  # fmt: skip
         _log.info(f"weights: {loaded['loaded']} tensors loaded from {cfg.weights or cfg.init_from}{new_head}")
+        if loaded["input_conv"]:
+            _log.info(f"weights: {describe_input_conv(loaded['input_conv'])}")
     model.to(device)
     if cfg.channels_last:  # the layout of the model's kind of input (images, volumes; signals have none)
         model.to(memory_format=channels_last_format(1 + len(info.input_size)))
     if cfg.sync_bn and world > 1:
         model = dist.convert_sync_batchnorm(model, device)
-    return model, overrides
+    start = dict(adapted_input_conv=loaded["input_conv"]) if loaded and loaded["input_conv"] else {}
+    return model, overrides, start
 
 
 def build_loaders(cfg: TrainConfig, train_set, val_set, rank: int, world: int, device: torch.device):
@@ -224,13 +231,34 @@ def drop_backbone_momentum(optimizer: torch.optim.Optimizer, model: nn.Module) -
         optimizer.state.pop(p, None)
 
 
+def check_input(model: nn.Module, input_size: list[int], device: torch.device, cfg: TrainConfig) -> None:
+    """Refuse, before anything is written, a model that does not run on the data's input (e.g. an
+    ``in_chans`` override against the data's channels): one eval-mode forward of a zero image."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size, device=device))
+    except RuntimeError as e:
+        raise ValueError(
+            f"model {cfg.model} (model_overrides {cfg.model_overrides}) does not run on {cfg.dataset}'s input "
+            f"{'x'.join(map(str, input_size))}: {str(e).splitlines()[0]}. Leave in_chans out of model_overrides "
+            "(the model takes the data's channels, and weights for other channels are adapted), or change image_size."
+        ) from None
+    finally:
+        model.train(training)
+
+
+def _input_size(cfg: TrainConfig, info: DatasetInfo) -> list[int]:
+    """The size of one input the model sees: (C, *spatial sizes)."""
+    return [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
+
+
 def _run_record(cfg: TrainConfig, info: DatasetInfo, model_overrides: dict) -> ModelRecord:
     """What rebuilds the model and prepares its input: the checkpoint's ``meta`` and, with the
     run's metrics and provenance, the record in ``model.safetensors``."""
-    size = [info.input_size[0], cfg.image_size, cfg.image_size] if cfg.image_size else list(info.input_size)
     return ModelRecord(
-        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes, input_size=size,
-        mean=info.mean, std=info.std, classes=info.classes,
+        model_name=cfg.model, overrides=model_overrides, num_classes=info.num_classes,
+        input_size=_input_size(cfg, info), mean=info.mean, std=info.std, classes=info.classes,
     )  # fmt: skip
 
 
@@ -243,6 +271,7 @@ class RunState:
     step: int = 0  # optimizer steps in total
     totals: dict | None = None  # running sums of the current epoch (engine.EpochProgress)
     history: list = field(default_factory=list)  # one metrics row per completed epoch
+    start: dict = field(default_factory=dict)  # what starting from the weights changed (build_model), for the record
 
     def progress(self) -> EpochProgress:
         """The current epoch's progress, for :func:`train_one_epoch` to continue from."""
@@ -272,6 +301,7 @@ class RunContext:
     train_step: TrainStep  # optimizer, scheduler, fp16 scaler, criterion
     writer: object | None = None  # TensorBoard's SummaryWriter (rank 0, if asked)
     model: nn.Module | None = None  # what trains: model_without_ddp, in DDP and compiled if asked (_for_training)
+    start: dict = field(default_factory=dict)  # build_model's account of the starting weights
 
     @property
     def main(self) -> bool:
@@ -287,10 +317,10 @@ class RunContext:
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
-    """Name every recipe key where the checkpoint's run and this one differ."""
+    """Name every recipe key where the saved run (a checkpoint's config, or a config.yaml) and this one differ."""
     current = dataclasses.asdict(cfg)
     diff = [
-        f"{k}: checkpoint {saved.get(k)!r}, this run {current[k]!r}"
+        f"{k}: {path.stem} {saved.get(k)!r}, this run {current[k]!r}"
         for k in current
         if k not in RESUMABLE_KEYS and not same_values(saved.get(k), current[k])
     ]
@@ -344,12 +374,38 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides) ->
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> dict:
     t0 = time.perf_counter()
+    cfg = _start_if_nothing_to_resume(cfg, rank)
     ctx = _setup(cfg, rank, world, device)
-    run = _resume(ctx) if cfg.resume else RunState()
+    run = _resume(ctx) if cfg.resume else RunState(start=ctx.start)
     _announce(ctx, run)
     ctx = dataclasses.replace(ctx, model=_for_training(ctx))
     run, stopped_mid_epoch = _train_epochs(ctx, run)
     return _finish(ctx, run, stopped_mid_epoch, t0)
+
+
+def _start_if_nothing_to_resume(cfg: TrainConfig, rank: int) -> TrainConfig:
+    """``resume`` where there is no checkpoint yet starts the run, so that one command serves for the
+    first start and every restart (preemptible jobs). The folder must be missing, empty, or hold only
+    what a start of this same run leaves before its first checkpoint (``config.yaml``, TensorBoard's
+    folder); a folder of another run, a finished one or a different config is refused."""
+    out = Path(cfg.output)
+    if not cfg.resume or (out / "checkpoint.pt").exists():
+        return cfg
+    leftovers = {"config.yaml", "tensorboard"}
+    files = out.iterdir() if out.is_dir() else ()
+    others = sorted(p.name for p in files if p.name not in leftovers and not p.name.endswith(".tmp"))
+    if others:
+        raise ValueError(
+            f"nothing to resume in {str(out)!r}: it has no checkpoint.pt, yet holds {', '.join(others[:5])}: the "
+            "files of another or a finished run. Choose another --output."
+        )
+    config_file = out / "config.yaml"
+    if config_file.is_file():
+        saved = yaml.safe_load(config_file.read_text())
+        check_resumable(saved if isinstance(saved, dict) else {}, cfg, config_file)
+    if rank == 0:
+        _log.info(f"nothing to resume in {out} (no checkpoint.pt yet): starting the run")
+    return dataclasses.replace(cfg, resume=False)
 
 
 def _setup(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> RunContext:
@@ -357,23 +413,24 @@ def _setup(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Run
     out = Path(cfg.output)
     if (out / "checkpoint.pt").exists() and not cfg.resume:
         raise ValueError(f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --output")
-    if cfg.resume and not (out / "checkpoint.pt").exists():
-        raise FileNotFoundError(f"nothing to resume: {str(out / 'checkpoint.pt')!r} does not exist")
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} (global) does not split evenly over {world} processes")
-    writer = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    if cfg.tensorboard and rank == 0:
+        require("tensorboard", "--tensorboard")
     seed_everything(cfg.seed + rank)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     entry = get_model_entry(cfg.model)
     train_set, val_set, info = build_data(cfg, entry.input_size[0], entry.input_size[1:])
-    model, model_overrides = build_model(cfg, info, device, world)
+    model, model_overrides, start = build_model(cfg, info, device, world)
+    check_input(model, _input_size(cfg, info), device, cfg)
     sampler, train_loader, val_loader = build_loaders(cfg, train_set, val_set, rank, world, device)
     optimizer, scheduler, scaler = build_optimizer(cfg, model, len(train_loader), device)
     train_step = TrainStep(optimizer, build_criterion(cfg), scheduler, scaler, cfg.amp, cfg.channels_last)
+    writer = _tensorboard(out) if cfg.tensorboard and rank == 0 else None  # its folder: only once all is well
     return RunContext(
         cfg, rank, world, device, info, model_overrides, train_set, val_set, sampler, train_loader, val_loader,
-        model_without_ddp=model, train_step=train_step, writer=writer,
+        model_without_ddp=model, train_step=train_step, writer=writer, start=start,
     )  # fmt: skip
 
 
@@ -463,7 +520,7 @@ def _end_epoch(ctx: RunContext, run: RunState, progress: EpochProgress) -> RunSt
         lr=ctx.train_step.optimizer.param_groups[0]["lr"], img_per_s=progress.img_per_s,
         epoch_s=progress.totals["seconds"], skipped=progress.totals["skipped"] + val["skipped"],
     )  # fmt: skip
-    run = RunState(epoch=run.epoch + 1, step=run.step, history=[*run.history, row])
+    run = dataclasses.replace(run, epoch=run.epoch + 1, batch=0, totals=None, history=[*run.history, row])
     _save_checkpoint(ctx, run)
     if ctx.main:
         cfg = ctx.cfg
@@ -494,7 +551,7 @@ def _finish(ctx: RunContext, run: RunState, stopped_mid_epoch: bool, t0: float) 
     if ctx.main:
         record = dataclasses.replace(
             _run_record(cfg, ctx.info, ctx.model_overrides), metrics={k: result[k] for k in RESULT_METRICS},
-            provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=ctx.world),
+            provenance=dict(config=dataclasses.asdict(cfg), torch=torch.__version__, processes=ctx.world, **run.start),
         )  # fmt: skip
         save_weights(ctx.model_without_ddp, ctx.out / "model.safetensors", record=record)
         if ctx.writer:
@@ -548,8 +605,6 @@ def _params_m(ctx: RunContext) -> float:
 
 
 def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from e
+    from torch.utils.tensorboard import SummaryWriter  # the package is there: _setup required it
+
     return SummaryWriter(str(out / "tensorboard"))
