@@ -4,6 +4,7 @@
 - Every relative link, file path, test and ``sknet.`` symbol that README.md and docs/*.md name exists.
 - Every citation of a section of docs/paper.md, anywhere in the repository, names a section that exists.
 - docs/paper.md's table of the paper's figures is the package's (``sknet.models.paper``).
+- Lists the package holds (recipes, datasets) are complete where the docs and ``--help`` give them.
 - The repository cites no document outside itself.
 """
 
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from sknet.cli import main
+from sknet.data import DATASETS
 from sknet.models.paper import ABLATIONS, PAPER
+from sknet.training import list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -179,3 +182,18 @@ def test_nothing_cites_a_document_outside_the_repository():
         if outside.search(line)
     ]
     assert not found, "cite docs/paper.md instead:\n" + "\n".join(found)
+
+
+def test_the_recipe_table_of_training_md_names_every_packaged_recipe():
+    text = (ROOT / "docs" / "training.md").read_text()
+    table = text.split("The packaged recipes", 1)[1].split("\n\n", 2)[1]
+    named = {name for row in table.splitlines() for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert named == set(list_recipes())
+
+
+def test_train_help_names_every_dataset(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    missing = [name for name in DATASETS if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", help_text)]
+    assert not missing, f"sknet train --help does not name {missing}"

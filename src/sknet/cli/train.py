@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data import DATASETS
 from ..models.sources import pretrained_file, pretrained_source
 from ..training import NonFiniteLossError, train
 from ..training.config import resolve_config
@@ -14,12 +15,7 @@ from .common import add_pretrained_argument
 
 _FLAGS = [  # (flag, config key, type, help)
     ("--model", "model", str, "registered model name (sknet models)"),
-    (
-        "--dataset",
-        "dataset",
-        str,
-        "imagenet | imagefolder | cifar10 | cifar100 | fashion-mnist | fashion-mnist-scaled | fake",
-    ),
+    ("--dataset", "dataset", str, " | ".join(DATASETS)),
     ("--data-dir", "data_dir", str, "data folder (default: the dataset's usual place)"),
     ("--weights", "weights", str, "start from these weights (ours, timm's, torchvision's); new classifier if needed"),
     ("--init-from", "init_from", str, "grow the SK --model from a plain ResNeXt: its weights file, or its name"),
