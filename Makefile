@@ -13,13 +13,17 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The main job: Fashion-MNIST (installed if missing), a mini SKNet trained on the CPU,
-# a results table at the end (README, "Train, evaluate, predict").
+# a results table at the end (docs/training.md, "The demo: Fashion-MNIST on two CPU cores").
+# Every run gets its own folder (a finished run is never overwritten); the link runs/demo
+# points at the latest, the path README's commands use. A real folder named runs/demo is left alone.
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 demo: $(STAMP)
 	FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) sh scripts/get_fashion_mnist.sh
 	$(VENV)/bin/sknet train --config fashion_mnist --data-dir $(FASHION_MNIST_DIR) --output $(DEMO_OUT)
+	@if [ -L runs/demo ] || [ ! -e runs/demo ]; then \
+		mkdir -p runs && ln -sfn "$(abspath $(DEMO_OUT))" runs/demo && echo "runs/demo -> $(DEMO_OUT)"; fi
 
 models: $(STAMP)
 	$(VENV)/bin/sknet models
