@@ -6,9 +6,10 @@
 #      5,000 test images).
 #   2. `sknet_mini` pretrained on classes 0-4 (the demo's recipe, PRETRAIN_EPOCHS epochs).
 #   3. For each seed, on classes 5-9, for the same number of steps: fine-tuned from those weights
-#      with the packaged `finetune` recipe (sized for 28x28 images), and with its backbone at a
-#      tenth of the classifier's learning rate; started from those weights with the demo's recipe;
-#      trained from scratch with the demo's recipe. Prints every run's test error, mean +- std.
+#      with the packaged `finetune` recipe (an ImageNet recipe at 224; SMALL below sets its image
+#      size, padding and crop for 28x28 images), and with its backbone at a tenth of the
+#      classifier's learning rate; started from those weights with the demo's recipe; trained
+#      from scratch with the demo's recipe. Prints every run's test error, mean +- std.
 #
 #   bash scripts/finetune_experiment.sh OUT [SEEDS...]      (defaults: seeds 0 1 2)
 # Environment: DATA (Fashion-MNIST's idx files, default Debian's folder), PER_CLASS (100),
