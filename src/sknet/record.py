@@ -71,8 +71,9 @@ class ModelRecord:
         (what :func:`sknet.create_model` / :func:`sknet.load_model` recorded).
 
         The class count defaults to the classifier's own size (the model may have been given a
-        new one since it was built). ``provenance`` and ``metrics`` are only what is given: the
-        weights may have changed since the ones in ``pretrained_cfg`` were measured.
+        new one since it was built, or none: 0), and the class names to those recorded only while
+        they are as many. ``provenance`` and ``metrics`` are only what is given: the weights may
+        have changed since the ones in ``pretrained_cfg`` were measured.
 
         Raises:
             ValueError: No model name (the model was not built by ``create_model``), or a
@@ -83,7 +84,9 @@ class ModelRecord:
         if not model_name:
             raise ValueError("a model record needs model_name= (the model was not built by sknet.create_model)")
         if num_classes is None:
-            num_classes = num_classes_of(model.state_dict()) or cfg.get("num_classes")
+            num_classes = classifier_size(model)
+        if not classes and len(cfg.get("classes") or ()) == num_classes:  # names of another classifier are stale
+            classes = cfg.get("classes")
         return cls(
             model_name=model_name,
             overrides=cfg.get("overrides") if overrides is None else overrides,
@@ -91,7 +94,7 @@ class ModelRecord:
             input_size=input_size or cfg.get("input_size"),
             mean=mean or cfg.get("mean"),
             std=std or cfg.get("std"),
-            classes=classes or cfg.get("classes"),
+            classes=classes,
             provenance=provenance,
             metrics=metrics,
         )
@@ -158,6 +161,16 @@ def record_of(entries: Mapping, state_dict: Mapping[str, torch.Tensor] | None = 
     if record.num_classes is None and state_dict is not None:
         record.num_classes = num_classes_of(state_dict)
     return record
+
+
+def classifier_size(model: nn.Module) -> int | None:
+    """The outputs of ``model``'s classifier as it is now: its ``num_classes`` (0 once
+    ``reset_classifier(0)`` removed it), else the classifier in its state dict, else the count
+    ``create_model`` recorded."""
+    size = getattr(model, "num_classes", None)
+    if isinstance(size, int):
+        return size
+    return num_classes_of(model.state_dict()) or (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
 
 
 def num_classes_of(sd: Mapping[str, torch.Tensor]) -> int | None:
