@@ -3,16 +3,28 @@ failed command never touches the checkpoint of the run it was pointed at."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from sknet import cli
-from sknet.data import DATASETS, build_dataset, collate_skip, open_image
+from sknet.data import (
+    DATASETS,
+    DEFAULT_ROOTS,
+    NORMALIZATION,
+    ScaledFashionMNIST,
+    build_dataset,
+    collate_skip,
+    open_image,
+)
+from sknet.data.transforms import EVAL_CROP_RATIO, eval_transform
 from sknet.training import resolve_config, train
 from sknet.training.checkpoint import load_checkpoint
 
@@ -361,3 +373,124 @@ def test_eval_on_an_image_folder_with_a_crop_counts_unreadable_files(tmp_path, c
     assert (result["images"], result["skipped"], result["crop"]) == (12, 1, 16)
     assert cli.main(args[:-4] + ["--on-corrupt", "fail", "--no-progress", "--workers", "0"]) == 2
     assert "truncated.jpg" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- constants, from their sources
+
+
+def test_imagenet_normalisation_and_eval_crop_are_timms_and_torchvisions():
+    """The table's ImageNet mean / std are the libraries' whose weights we load, and our evaluation
+    transform is torchvision's for those weights: resize the short side to 256, centre crop 224."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision.models import ResNeXt50_32X4D_Weights
+
+    mean, std = NORMALIZATION["imagenet"]
+    assert (mean, std) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    theirs = ResNeXt50_32X4D_Weights.IMAGENET1K_V1.transforms()  # the paper's protocol (V2's resizes to 232)
+    for weights in ResNeXt50_32X4D_Weights:
+        assert (tuple(weights.transforms().mean), tuple(weights.transforms().std)) == (mean, std)
+    assert (theirs.resize_size, theirs.crop_size) == ([round(224 / EVAL_CROP_RATIO)], [224])
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:300, 0:400]  # a landscape photo: a gradient per channel, plus noise
+    pixels = np.stack([x * 255 / 400, y * 255 / 300, (x + y) * 255 / 700], -1) + rng.integers(0, 40, (300, 400, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    ours = eval_transform(mean, std, 224)(image)
+    # PIL's resize (theirs) and torch's (ours) may round a pixel apart: one level, 1/255, in normalised units
+    torch.testing.assert_close(ours, theirs(image), rtol=0, atol=1.5 / 255 / min(std))
+
+
+def _pixel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over every pixel of (N, H, W, C) uint8 images, in [0, 1]."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
+    return x.mean(0), x.std(0)
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="needs Fashion-MNIST")
+def test_fashion_mnist_normalisation_is_its_train_images():
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(60000, 28, 28, 1)  # IDX: a 16-byte header
+    np.testing.assert_allclose(_pixel_stats(images), NORMALIZATION["fashion-mnist"], rtol=0, atol=5e-5)
+
+
+@pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="needs Fashion-MNIST")
+def test_scaled_fashion_mnist_normalisation_is_its_rendered_train_images():
+    """A tenth of the rendered split (its first items: the same as in the whole): within its sampling error."""
+    images = ScaledFashionMNIST(FASHION, normalize=False, max_items=6000).images.numpy()[..., None]
+    np.testing.assert_allclose(_pixel_stats(images), NORMALIZATION["fashion-mnist-scaled"], rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_normalisation_is_its_train_images(name):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    root = Path(DEFAULT_ROOTS[name])
+    dataset = CIFAR10 if name == "cifar10" else CIFAR100
+    if not (root / dataset.base_folder).is_dir():
+        pytest.skip(f"needs {name} in {root}")
+    images = dataset(str(root), train=True).data  # (50000, 32, 32, 3) uint8
+    np.testing.assert_allclose(_pixel_stats(images), NORMALIZATION[name], rtol=0, atol=5e-5)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+class _ReversedListing:
+    """``os.scandir``'s iterator, its entries in reverse name order."""
+
+    def __init__(self, entries) -> None:
+        self.entries = iter(sorted(entries, key=lambda e: e.name, reverse=True))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.entries)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_imagenet_folders_of_upper_case_jpeg_in_any_listing_order_give_sorted_classes(tmp_path, monkeypatch):
+    """ImageNet's files end in .JPEG; class indices are the sorted folder names (torchvision's
+    ImageFolder), whatever order the file system lists them in."""
+    names = ["n02", "n01", "b", "A"]
+    for c, name in enumerate(names):
+        for i in range(2):
+            save(tmp_path / "train" / name / f"{name}_{i}.JPEG", Image.new("RGB", (20, 20), (60 * c, 90, 200)), "JPEG")
+    scandir, listdir = os.scandir, os.listdir
+    monkeypatch.setattr(os, "scandir", lambda path=".": _ReversedListing(scandir(path)))
+    monkeypatch.setattr(os, "listdir", lambda path=".": sorted(listdir(path), reverse=True))
+    assert [p.name for p in tmp_path.joinpath("train").iterdir()] == ["n02", "n01", "b", "A"]  # the patch holds
+    ds = build_dataset("imagenet", tmp_path, "train", crop=16)
+    assert ds.info.classes == ("A", "b", "n01", "n02") and ds.classes == list(ds.info.classes)
+    assert len(ds) == 8
+    for path, target in ds.samples:
+        assert ds.info.classes[target] == Path(path).parent.name
+    image, target = ds[len(ds) - 1]
+    assert image.shape == (3, 16, 16) and ds.info.classes[target] == "n02"
+
+
+def test_scaled_fashion_mnist_places_objects_at_every_offset_up_to_the_far_edges(tmp_path):
+    """A 28-pixel object on a 56-pixel canvas has 56 - 28 + 1 = 29 positions per axis, 0 and 28 included,
+    each drawn with probability 1/29."""
+    from test_analysis import _write_idx
+
+    n = 6000
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.full((n, 28, 28), 255, np.uint8))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    ds = ScaledFashionMNIST(tmp_path, scale_range=(1.0, 1.0), canvas=56, normalize=False)
+    assert (ds.sides == 28).all()
+    for axis in (0, 1):
+        counts = np.bincount(ds.offsets[:, axis].numpy(), minlength=29)
+        assert len(counts) == 29 and (counts > 0.75 * n / 29).all() and (counts < 1.25 * n / 29).all(), counts
+    for i in (int(ds.offsets[:, 0].argmax()), int(ds.offsets[:, 1].argmax())):  # an object at a far edge
+        top, left = ds.offsets[i].tolist()
+        rows, cols = ds.images[i].nonzero(as_tuple=True)
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (top, top + 27, left, left + 27)
+        assert 55 in (rows.max(), cols.max())
