@@ -149,3 +149,40 @@ def test_a_checkpoint_without_meta_rebuilds_the_model_of_its_training_config(tmp
     assert b.pretrained_cfg["num_classes"] == 5
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(_logits(a, x), _logits(b, x))
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["while writing", "at fsync"])
+@pytest.mark.parametrize("writer", ["save_weights", "save_checkpoint"])
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, writer, where):
+    """Ctrl-C (KeyboardInterrupt, not an OSError) half-way through a write: the old file is intact and
+    nothing else is in the folder."""
+    import os
+
+    import safetensors.torch
+
+    from sknet.training.checkpoint import save_checkpoint
+
+    model = sknet.create_model("sknet_mini")
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"the previous version")
+
+    def half_then_interrupt(obj, tmp, *args, **kwargs):
+        Path(tmp).write_bytes(b"half of a ")
+        raise KeyboardInterrupt
+
+    if where == "at fsync":
+        monkeypatch.setattr(os, "fsync", _interrupted)
+    else:
+        monkeypatch.setattr(safetensors.torch, "save_file", half_then_interrupt)
+        monkeypatch.setattr(torch, "save", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "save_weights":
+            sknet.save_weights(model, path)
+        else:
+            save_checkpoint(path, dict(model=model.state_dict()))
+    assert path.read_bytes() == b"the previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
