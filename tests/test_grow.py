@@ -123,6 +123,19 @@ def test_a_zero_shift_would_leave_the_new_branches_dead():
     assert_close_rel(_out(before, x), _out(plain, x))  # exact as well, but dead
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_grown_model_keeps_the_plain_ones_class_count_and_mode(mode):
+    """A plain model with 3 classes (not the registered 10), in eval or train mode: the grown one
+    has the same classifier and is in the same mode, as what it was grown from computes."""
+    plain = _plain("resnext_mini", num_classes=3).train(mode == "train")
+    grown = to_sk(plain)
+    assert grown.training == (mode == "train") and plain.training == (mode == "train")
+    assert grown.fc.out_features == 3 and grown.pretrained_cfg["num_classes"] == 3
+    assert torch.equal(grown.fc.weight, plain.fc.weight)
+    x = torch.randn(2, 1, 28, 28)
+    assert_close_rel(_out(grown, x), _out(plain, x))
+
+
 def test_a_resnet_grows_with_branches_of_its_own_groups():
     """G = 1: the new branches are ungrouped 3x3s by default, or what ``branches`` says."""
     plain = _plain("resnext_mini", groups=1, width_per_group=16)
@@ -172,6 +185,10 @@ def test_what_to_sk_refuses():
         to_sk(unnamed)
     with pytest.raises(ValueError, match="fused"):
         to_sk(sknet.fuse(sknet.create_model("resnext_mini").eval()))
+    no_bn = sknet.create_model("resnext_mini")
+    no_bn.layer1[0].bn1 = torch.nn.Identity()  # its weight, bias and statistics missing, none unexpected
+    with pytest.raises(ValueError, match=r"4 missing, e\.g\. \['layer1\.0\.bn1\.weight'.*0 unexpected"):
+        to_sk(no_bn)
 
 
 # --------------------------------------------------------------------------- sknet train --init-from

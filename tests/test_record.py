@@ -38,6 +38,18 @@ def test_a_model_record_takes_what_create_model_recorded_and_the_classifier_size
         ModelRecord.from_model(mini, metrics={"when": object()})
 
 
+def test_the_fields_given_win_over_what_the_model_recorded(mini):
+    """A model that was built or loaded with a record, then fine-tuned: the fields given are the
+    record, even where they are empty (no overrides) or the model recorded others."""
+    mini.pretrained_cfg.update(input_size=(1, 28, 28), mean=[0.1], std=[0.2], classes=["x", "y", "z"])
+    given = dict(overrides={}, input_size=(1, 32, 32), mean=(0.5,), std=(0.25,), classes=["ant", "bee", "cat"])
+    record = ModelRecord.from_model(mini, **given)
+    assert record.to_dict() == dict(
+        model_name="sknet_mini", overrides={}, num_classes=3, input_size=[1, 32, 32], mean=[0.5], std=[0.25],
+        classes=["ant", "bee", "cat"], provenance={}, metrics={},
+    )  # fmt: skip
+
+
 def test_one_encoding_round_trips_through_strings_and_json_values(mini):
     record = ModelRecord.from_model(mini, **FIELDS, provenance={"torch": "2"})
     metadata = record.to_metadata()
@@ -46,6 +58,8 @@ def test_one_encoding_round_trips_through_strings_and_json_values(mini):
     assert json.loads(metadata["classes"]) == FIELDS["classes"]
     assert ModelRecord.from_metadata(metadata) == record
     assert ModelRecord.from_metadata(record.to_metadata("sknet."), "sknet.") == record
+    others = {"model_name": "x", "other.num_classes": "7", "other.classes": "[]"}  # another tool's keys beside ours
+    assert ModelRecord.from_metadata({**record.to_metadata("sknet."), **others}, "sknet.") == record
     assert ModelRecord.from_metadata(json.loads(json.dumps(record.to_dict()))) == record  # config.json's values
     with pytest.raises(ValueError, match="no model_name"):
         ModelRecord.from_metadata({"format": "sknet"})
