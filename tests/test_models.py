@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import sknet
+from conftest import randomize_bn
 from sknet.layers import SKAttention, SKConv, SqueezeExcite
 from sknet.models import get_model_entry
 from sknet.models.paper import ABLATIONS, DEVIATIONS, PAPER
@@ -250,3 +251,83 @@ def test_model_table_lists_every_model_with_paper_deviation():
     rows = {r["model"]: r for r in model_table("sknet5?")}
     assert set(rows) == {"sknet50"}
     assert abs(rows["sknet50"]["params_dev_pct"]) < 1
+
+
+# --------------------------------------------------------------------------- timm's methods, by their convention
+
+# Each model's modules in the order its forward runs them: what forward_intermediates must agree with.
+FORWARD_ORDER = {
+    "timm resnet18": ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"),
+    "sknet_mini": ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3"),
+    "shufflenetv2_x0_5_sk": ("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"),
+}
+
+
+def _by_hand(model, name: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every module's output, running them one after the other."""
+    outputs = {}
+    for module in FORWARD_ORDER[name]:
+        x = outputs[module] = getattr(model, module)(x)
+    return outputs
+
+
+@pytest.mark.parametrize("name", list(FORWARD_ORDER))
+def test_forward_intermediates_returns_the_stages_in_depth_order_whatever_order_they_are_asked_in(name):
+    """timm's convention (timm's own ResNet is the first case): the feature maps picked, each once and in
+    the order the network computes them; with ``stop_early`` the final output is the last picked stage's,
+    through the neck only when that is the last stage."""
+    if name.startswith("timm"):
+        timm = pytest.importorskip("timm")
+        model = timm.create_model("resnet18").eval()
+        modules = ["act1", "layer1", "layer2", "layer3", "layer4"]  # timm's 5 levels: the stem at stride 2, then 4
+        x = torch.randn(1, 3, 32, 32)
+    else:
+        model = randomize_bn(sknet.create_model(name)).eval()
+        modules = [d["module"] for d in model.feature_info]
+        x = _small_input(name, 1)
+    with torch.no_grad():
+        hand = _by_hand(model, name, x)
+        last = hand[FORWARD_ORDER[name][-1]]
+        assert torch.equal(model.forward_features(x), last)  # the order above is the model's forward
+        n = len(modules)
+        for indices in ([2, 0], [-1, 1], [n - 1, 1, 2], [1], [2, 1, 2]):
+            picked = sorted({i % n for i in indices})
+            expected = [hand[modules[i]] for i in picked]
+            for stop_early in (False, True):
+                final, maps = model.forward_intermediates(x, indices=indices, stop_early=stop_early)
+                assert len(maps) == len(expected), (indices, stop_early)
+                assert all(torch.equal(a, b) for a, b in zip(maps, expected)), (indices, stop_early)
+                through = stop_early and max(picked) < n - 1
+                assert torch.equal(final, hand[modules[max(picked)]] if through else last), (indices, stop_early)
+            only = model.forward_intermediates(x, indices=indices, stop_early=True, intermediates_only=True)
+            assert all(torch.equal(a, b) for a, b in zip(only, expected)) and len(only) == len(expected)
+
+
+@pytest.mark.parametrize("name", ["sknet_mini", "shufflenetv2_x0_5_sk"])
+def test_stop_early_runs_no_stage_after_the_last_one_asked_for(name):
+    model = sknet.create_model(name).eval()
+    ran = []
+    for module in FORWARD_ORDER[name]:
+        getattr(model, module).register_forward_hook(lambda m, i, o, module=module: ran.append(module))
+    stages = [d["module"] for d in model.feature_info]
+    with torch.no_grad():
+        model.forward_intermediates(_small_input(name, 1), indices=[1, 0], stop_early=True)
+    assert ran == list(FORWARD_ORDER[name][: FORWARD_ORDER[name].index(stages[1]) + 1])
+
+
+@pytest.mark.parametrize("name", ["sknet_mini", "shufflenetv2_x0_5_sk", "mobilenetv2_100"])
+def test_reset_classifier_to_none_then_to_n_gives_a_pooled_n_way_head(name):
+    model = sknet.create_model(name).eval()
+    x = _small_input(name, 2)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        pooled = features.mean(dim=tuple(range(2, features.dim())))  # global average pooling, by hand
+        model.reset_classifier(0)
+        assert torch.equal(model(x), model.forward_head(features)) and model(x).shape == pooled.shape
+        torch.testing.assert_close(model(x), pooled)
+        model.reset_classifier(4)
+        fc = model.get_classifier()
+        assert isinstance(fc, torch.nn.Linear) and (fc.in_features, fc.out_features) == (pooled.shape[1], 4)
+        assert model.num_classes == 4
+        torch.testing.assert_close(model(x), pooled @ fc.weight.T + fc.bias)
+        assert model.forward_head(features, pre_logits=True).shape == pooled.shape
