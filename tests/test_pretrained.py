@@ -283,3 +283,11 @@ def test_hubconf_dependencies_are_the_packages_dependencies():
     names = {"pyyaml": "yaml"}
     wanted = [names.get(n, n) for n in (d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in deps)]
     assert hubconf.dependencies == wanted
+
+
+def test_fields_given_for_a_weights_file_win_over_the_files_own(tmp_path, mini):
+    """save_pretrained(FILE, metrics=...) records the metrics given; the file's provenance, not given, is kept."""
+    path = sknet.save_weights(mini, tmp_path / "w.safetensors", metrics={"top1_err": 9.0}, provenance={"torch": "2"})
+    folder = sknet.save_pretrained(path, tmp_path / "folder", metrics={"top1_err": 7.5})
+    cfg = sknet.from_pretrained(folder).pretrained_cfg
+    assert cfg["metrics"] == {"top1_err": 7.5} and cfg["provenance"] == {"torch": "2"}

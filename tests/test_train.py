@@ -491,3 +491,52 @@ def test_resume_without_a_checkpoint_refuses_a_different_config_or_another_runs_
         train(**tiny(tmp_path, "finished", max_steps=2, resume=True))
     assert digest(tmp_path / "finished" / "model.safetensors") == before
     assert not (tmp_path / "finished" / "checkpoint.pt").exists()
+
+
+def test_the_checkpoint_hook_gets_a_copy_of_each_steps_progress():
+    """train_one_epoch hands its checkpoint hook the progress after each step as a copy: one the hook
+    keeps still says where that step was (steps, batches, images seen), whatever the epoch did next."""
+    from sknet.training.engine import TrainStep, train_one_epoch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    batches = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(3)]
+    kept = []
+    step = TrainStep(torch.optim.SGD(model.parameters(), lr=0.1))
+    done = train_one_epoch(model, batches, step, torch.device("cpu"), checkpoint_every=1, checkpoint=kept.append,
+                           progress=False)  # fmt: skip
+    assert [(p.step, p.batch, p.totals["images"]) for p in kept] == [(1, 1, 2), (2, 2, 4), (3, 3, 6)]
+    assert (done.step, done.batch, done.completed) == (3, 3, True)
+
+
+def test_a_run_stopped_part_way_reports_the_test_figures_of_the_weights_it_saved(tmp_path):
+    """max_steps 6 at 4 steps per epoch: the result's test loss and error are those of the saved
+    weights (two steps after the epoch's test), computed here from the validation images by hand."""
+    import torch.nn.functional as F
+
+    from sknet import load_model
+    from sknet.training.loop import build_data
+
+    cfg = resolve_config(tiny(tmp_path, max_steps=6))
+    result = train(cfg)
+    _, val_set, _ = build_data(cfg, 1, (28, 28))
+    images, targets = zip(*(val_set[i] for i in range(len(val_set))))
+    with torch.no_grad():
+        logits = load_model(tmp_path / "run" / "model.safetensors").eval()(torch.stack(images))
+    targets = torch.tensor(targets)
+    assert result["test_loss"] == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-5)
+    assert result["test_top1_err"] == pytest.approx(100 * (logits.argmax(1) != targets).float().mean().item())
+
+
+def test_resume_inside_the_first_epoch_after_the_head_only_ones_is_exact(tmp_path):
+    """The backbone's momentum starts afresh once, when it starts learning: a run stopped one step into
+    that epoch and resumed ends with the weights and momentum of the uninterrupted run."""
+    cfg = tiny(tmp_path, head_only_epochs=1, backbone_lr_factor=0.5, checkpoint_every=1)  # 4 steps per epoch
+    train(**dict(cfg, output=str(tmp_path / "straight")))
+    train(**dict(cfg, output=str(tmp_path / "resumed"), max_steps=5))
+    train(**dict(cfg, output=str(tmp_path / "resumed"), resume=True))
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    ca, cb = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("straight", "resumed"))
+    assert ca["optimizer"]["state"].keys() == cb["optimizer"]["state"].keys()
+    for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
