@@ -117,7 +117,7 @@ def format_deviations(rows: list[dict], markdown: bool) -> str:
 
 def format_sources(rows: list[dict], markdown: bool) -> str:
     """The published weights: a console or Markdown table, the default of each model marked."""
-    head = ("model", "tag", "source", "licence", "MiB", "top-1, % (theirs)")
+    head = ("model", "tag", "source", "licence", "MiB", "top-1, %")
     quote = (lambda c: f"`{c}`") if markdown else str
     table = [
         (
@@ -126,13 +126,16 @@ def format_sources(rows: list[dict], markdown: bool) -> str:
             r["source"],
             r["licence"],
             f"{r['size_mib']:.1f}",
-            f"{r['top1']:.2f}" + (f" at {r['top1_size']} px" if r["top1_size"] != 224 else ""),
+            f"{r['top1']:.2f}"
+            + (f" at {r['top1_size']} px" if r["top1_size"] != 224 else "")
+            + (f" ({r['top1_on']}, ours)" if r["top1_on"] != "ImageNet-1k val" else ""),
         )
         for r in rows
     ]
     note = (
         "* the model's default (--pretrained without a TAG). top-1: the source's own ImageNet-1k validation figure "
-        "at 224 px unless noted (timm: its results-imagenet.csv; torchvision: its weights' metadata), not ours."
+        "at 224 px unless noted (timm: its results-imagenet.csv; torchvision: its weights' metadata), not ours; "
+        "the packaged demo model's is ours, from its record."
     )
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in [head, ("---",) * len(head), *table]]
