@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from sknet import cli, create_model, load_model, save_weights
 from sknet.training import resolve_config, train
 from sknet.training.checkpoint import load_checkpoint
-from sknet.weights import load_pretrained, read_record
+from sknet.weights import adapt_input_conv, load_pretrained, read_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -192,6 +192,33 @@ def test_weights_for_other_input_channels_adapt_the_first_conv(tmp_path, file_ch
     expected = timm_manipulate.adapt_input_conv(model_chans, source.conv1.weight.detach(), base_chans=file_chans)
     torch.testing.assert_close(model.conv1.weight.detach(), expected)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items() if k != "conv1.weight")
+
+
+@pytest.mark.parametrize("model_chans", [2, 4])
+def test_rgb_weights_adapt_to_channel_counts_that_are_not_a_multiple_of_three(tmp_path, model_chans):
+    """3 -> 2 and 3 -> 4: as timm's adapt_input_conv, the RGB channels repeated ceil(n / 3) times, the first n
+    kept and scaled by 3 / n; the file's other tensors load as they are."""
+    timm_manipulate = pytest.importorskip("timm.models._manipulate")
+    source = create_model("sknet_mini", num_classes=2, in_chans=3)
+    path = save_weights(source, tmp_path / "rgb.safetensors")
+    model = create_model("sknet_mini", num_classes=2, in_chans=model_chans)
+    report = load_pretrained(model, path, model_name="sknet_mini")
+    assert report["input_conv"] == dict(key="conv1.weight", file_in_chans=3, model_in_chans=model_chans)
+    expected = timm_manipulate.adapt_input_conv(model_chans, source.conv1.weight.detach(), base_chans=3)
+    assert model.conv1.weight.shape[1] == model_chans
+    torch.testing.assert_close(model.conv1.weight.detach(), expected)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items() if k != "conv1.weight")
+
+
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_an_adapted_half_precision_conv_keeps_its_dtype(in_chans):
+    """Computed in float32, returned in the weight's own dtype, as timm's adapt_input_conv does."""
+    timm_manipulate = pytest.importorskip("timm.models._manipulate")
+    weight = torch.randn(8, 3, 3, 3).half()
+    adapted = adapt_input_conv(weight, in_chans)
+    expected = timm_manipulate.adapt_input_conv(in_chans, weight, base_chans=3)
+    assert adapted.dtype == expected.dtype == torch.float16
+    assert torch.equal(adapted, expected)
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,21 @@ def test_a_file_with_our_classifier_gives_every_tensor(tmp_path, source):
     assert all(torch.equal(v, file[k]) for k, v in model.state_dict().items())
 
 
+def test_the_class_count_of_a_torchvision_mobilenet_v2_file_is_its_classifiers(tmp_path):
+    """torchvision's MobileNetV2 names its classifier ``classifier.1``, not ``fc``: its 7 classes are counted in
+    its state dict, and load_pretrained reports them while it gives the model a fresh 3-class classifier."""
+    torchvision = pytest.importorskip("torchvision")
+    from sknet.record import num_classes_of
+
+    tv = torchvision.models.mobilenet_v2(weights=None, num_classes=7)
+    assert num_classes_of(tv.state_dict()) == 7
+    torch.save(tv.state_dict(), tmp_path / "mobilenet_v2.pth")
+    model = create_model("mobilenetv2_100", num_classes=3)
+    report = load_pretrained(model, tmp_path / "mobilenet_v2.pth", model_name="mobilenetv2_100")
+    assert report["file_classes"] == 7 and report["reinitialised"] == ["fc.weight", "fc.bias"]
+    assert model.fc.out_features == 3
+
+
 # --------------------------------------------------------------------------- the steps after the head-only epochs
 
 STEPS_PER_EPOCH, EPOCHS, FACTOR = 2, 3, 0.3

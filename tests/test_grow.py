@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 import sknet
 from conftest import assert_close_rel, randomize_bn
-from sknet.layers import sk_impl
-from sknet.models.grow import sk_twin, to_sk
+from sknet.layers import SKConv, sk_impl
+from sknet.models.grow import grown_model, sk_twin, to_sk
+from sknet.weights import read_record
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,6 +169,40 @@ def test_a_grown_model_saves_reloads_and_exports(tmp_path):
     assert_close_rel(sk_export.run_exported(tmp_path / "grown.onnx", "onnx", x[:1]), _out(plain, x[:1]), rtol=1e-4)
 
 
+def test_the_grown_model_keeps_the_input_size_the_plain_one_recorded():
+    """The input size, like the normalisation and class names, is the plain model's weights' (here trained at
+    16x16), not the SK twin's registered one."""
+    plain = _plain("resnext_mini")
+    plain.pretrained_cfg.update(input_size=[1, 16, 16])
+    assert sknet.get_model_entry("sknet_mini").input_size != (1, 16, 16)
+    assert to_sk(plain).pretrained_cfg["input_size"] == [1, 16, 16]
+
+
+def test_the_twins_own_attention_settings_are_no_overrides():
+    """reduction and min_dim given equal to the registered SK model's: the grown model's record is that of
+    create_model's model of that name, no overrides."""
+    unit = sknet.get_model_entry("sknet_mini").args["unit"]
+    grown = to_sk(_plain("resnext_mini"), reduction=unit.reduction, min_dim=unit.min_dim)
+    assert grown.pretrained_cfg["overrides"] == sknet.create_model("sknet_mini").pretrained_cfg["overrides"] == {}
+
+
+def test_the_sk_convs_compute_with_the_sk_impl_asked_for():
+    """sk_impl="reference": every SK conv of the grown model is on the reference path, and its record says so."""
+    grown = to_sk(_plain("resnext_mini"), sk_impl="reference")
+    convs = [m for m in grown.modules() if isinstance(m, SKConv)]
+    assert convs and {m.impl for m in convs} == {"reference"}
+    assert grown.pretrained_cfg["overrides"].get("sk_impl") == "reference"
+    assert {m.impl for m in to_sk(_plain("resnext_mini")).modules() if isinstance(m, SKConv)} != {"reference"}
+
+
+def test_a_tensor_the_sk_model_has_no_place_for_is_refused_not_dropped():
+    """A module added after create_model: its tensors are unexpected (none missing), and would be lost."""
+    plain = _plain("resnext_mini")
+    plain.extra = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"0 missing.*2 unexpected, e\.g\. \['extra\.weight'"):
+        to_sk(plain)
+
+
 def test_what_to_sk_refuses():
     with pytest.raises(ValueError, match="plain models of the ResNeXt family, not 'senet_mini'"):
         to_sk(sknet.create_model("senet_mini"))
@@ -219,6 +254,35 @@ def test_train_init_from_starts_from_the_plain_models_function(tmp_path, capsys)
     # One step learns, from a plain model's name (its fresh weights) too.
     assert cli.main(["train", "--model", "sknet_mini", "--init-from", "resnext_mini", "--max-steps", "1",
                      "--output", str(tmp_path / "named")] + TINY) == 0  # fmt: skip
+
+
+def test_init_from_a_file_of_another_class_count_gives_a_fresh_classifier_and_the_files_features(tmp_path):
+    """grown_model (what --init-from starts from): a 3-class plain file grown for 2 classes has a fresh 2-class
+    classifier and, classifiers removed, computes the plain network's features."""
+    plain = _plain("resnext_mini", num_classes=3).eval()
+    file = sknet.save_weights(plain, tmp_path / "plain3.safetensors")
+    grown, loaded = grown_model(file, "sknet_mini", num_classes=2)
+    assert grown.fc.out_features == 2 and grown.pretrained_cfg["num_classes"] == 2
+    assert loaded["reinitialised"] == ["fc.weight", "fc.bias"] and loaded["file_classes"] == 3
+    x = torch.randn(2, 1, 28, 28)
+    plain.reset_classifier(0)
+    grown.reset_classifier(0)
+    assert_close_rel(_out(grown, x), _out(plain, x))
+
+
+def test_train_init_from_a_file_normalises_the_data_as_the_file_was_trained(tmp_path):
+    """As with --weights: the images are normalised with the file's record's mean and std, which the run's
+    model.safetensors then records."""
+    from sknet.training import train
+    from test_finetune import TINY as FOLDER_RUN
+    from test_finetune import image_folder
+
+    plain = _plain("resnext_mini", in_chans=3)
+    file = sknet.save_weights(plain, tmp_path / "plain.safetensors", mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3))
+    data = image_folder(tmp_path / "data", ["cat", "dog"], per_class=4)
+    train(**FOLDER_RUN, data_dir=str(data), init_from=str(file), max_steps=0, output=str(tmp_path / "run"))
+    record = read_record(tmp_path / "run" / "model.safetensors")
+    assert (record.mean, record.std) == ([0.3, 0.4, 0.5], [0.2, 0.25, 0.3])
 
 
 def test_train_init_from_refuses_what_does_not_grow_into_the_model(tmp_path):

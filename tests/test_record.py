@@ -50,6 +50,21 @@ def test_the_fields_given_win_over_what_the_model_recorded(mini):
     )  # fmt: skip
 
 
+def test_a_reloaded_models_record_drops_the_files_provenance_and_metrics(tmp_path):
+    """load_model puts the file's provenance and metrics in pretrained_cfg; they describe those weights, which may
+    change (fine-tuning), so a record of the model, and a file saved from it, has only what is given."""
+    classes = [f"c{i}" for i in range(10)]
+    first = sknet.save_weights(sknet.create_model("sknet_mini"), tmp_path / "first.safetensors", classes=classes,
+                               provenance={"commit": "0" * 40}, metrics={"test_top1_err": 7.5})  # fmt: skip
+    model = sknet.load_model(first)
+    assert model.pretrained_cfg["provenance"]["commit"] == "0" * 40 and model.pretrained_cfg["metrics"]
+    record = ModelRecord.from_model(model)
+    assert (record.provenance, record.metrics, record.classes) == ({}, {}, classes)
+    again = read_record(sknet.save_weights(model, tmp_path / "again.safetensors"))
+    assert (again.provenance, again.metrics) == ({}, {})
+    assert ModelRecord.from_model(model, provenance={"step": 1}).provenance == {"step": 1}
+
+
 def test_one_encoding_round_trips_through_strings_and_json_values(mini):
     record = ModelRecord.from_model(mini, **FIELDS, provenance={"torch": "2"})
     metadata = record.to_metadata()

@@ -493,6 +493,21 @@ def test_resume_without_a_checkpoint_refuses_a_different_config_or_another_runs_
     assert not (tmp_path / "finished" / "checkpoint.pt").exists()
 
 
+def test_resume_of_a_run_killed_while_writing_its_first_checkpoint_starts_it(tmp_path, monkeypatch, capsys):
+    """A kill during the first checkpoint's write leaves config.yaml and the writer's temporary file
+    (.checkpoint.pt.*.tmp, sknet.io.atomic_write): --resume starts the run, and the stale temporary is removed."""
+    from sknet import cli
+
+    args = killed_before_its_first_checkpoint(tmp_path, monkeypatch)
+    stale = tmp_path / "run" / ".checkpoint.pt.k9x2ab.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0
+    assert "starting the run" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["run"]["step"] == 2
+    assert not stale.exists()
+
+
 def test_the_checkpoint_hook_gets_a_copy_of_each_steps_progress():
     """train_one_epoch hands its checkpoint hook the progress after each step as a copy: one the hook
     keeps still says where that step was (steps, batches, images seen), whatever the epoch did next."""

@@ -258,8 +258,9 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
     One channel: the sum over the file's channels, so a grayscale image gives what the file's conv
     gives on that image repeated in every channel. More: the file's channels repeated in turn up to
-    ``in_chans``, scaled by ``file channels / in_chans``, so an image whose channels are all equal
-    gives what the file's conv gives on that image.
+    ``in_chans``, scaled by ``file channels / in_chans``; where ``in_chans`` is a multiple of the
+    file's channels, an image whose channels are all equal then gives what the file's conv gives on
+    that image (otherwise the later channels are cut short, and it does not).
     """
     file_chans = weight.shape[1]
     if in_chans == file_chans:
