@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint models
+.PHONY: demo test test-timm lint models
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,8 @@ test: $(STAMP)
 	-FASHION_MNIST_DIR=$(FASHION_MNIST_DIR) sh scripts/get_fashion_mnist.sh
 	$(PY) -m ruff check src tests
 	$(PY) -m pytest -q
+
+# timm's own tests/test_models.py (the installed timm release's, fetched from PyPI once and cached)
+# over every model `import sknet.timm` registers: the drop-in check (docs/deploy.md, "timm").
+test-timm: $(STAMP)
+	PY=$(abspath $(PY)) sh scripts/test_timm.sh

@@ -61,6 +61,7 @@ def test_stages_and_feature_info():
     model = sknet.create_model("mobilenetv2_100")
     assert [len(getattr(model, f"stage{i}")) for i in range(1, 6)] == [1, 2, 3, 7, 4]  # torchvision's features.1..17
     assert [(d["module"], d["num_chs"], d["reduction"]) for d in model.feature_info] == [
+        ("stage1", 16, 2),  # timm's mobilenetv2_100 levels: its first block at stride 2, then 4 to 32
         ("stage2", 24, 4),
         ("stage3", 32, 8),
         ("stage4", 96, 16),
@@ -71,7 +72,8 @@ def test_stages_and_feature_info():
     assert isinstance(model.stage2[0].conv_pwl.act, torch.nn.Identity)  # linear bottleneck
     assert [u.use_res for u in model.stage4] == [False, True, True, True, False, True, True]
     half = sknet.create_model("mobilenetv2_100", width_mult=0.5)
-    assert [d["num_chs"] for d in half.feature_info] == [16, 16, 48, 160] and half.num_features == 1280
+    assert model.stage_info == model.feature_info[1:]
+    assert [d["num_chs"] for d in half.stage_info] == [16, 16, 48, 160] and half.num_features == 1280
 
 
 def test_depthwise_sk_in_mobilenetv2():

@@ -27,7 +27,7 @@ def test_sknet50_feature_strides_and_shapes(output_stride):
     model = randomize_bn(sknet.create_model("sknet50", output_stride=output_stride)).eval()
     backbone = sknet.features(model)
     assert model.output_stride == output_stride
-    assert backbone.strides == [d["reduction"] for d in model.feature_info] == STRIDES[output_stride]
+    assert backbone.strides == [d["reduction"] for d in model.stage_info] == STRIDES[output_stride]
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         feats = backbone(x)
@@ -93,13 +93,13 @@ def test_dilated_network_is_the_same_function_on_a_denser_grid(name, overrides, 
     x = torch.randn(2, *size)
     with torch.no_grad():
         want = list(sknet.features(ref)(x).values())
-    strides = [d["reduction"] for d in ref.feature_info]
+    strides = [d["reduction"] for d in ref.stage_info]
     for output_stride in strides[:-1]:
         model = sknet.create_model(name, output_stride=output_stride, **overrides).eval()
         model.load_state_dict(ref.state_dict())
         with torch.no_grad():
             got = list(sknet.features(model)(x).values())
-        assert [d["reduction"] for d in model.feature_info] == [min(s, output_stride) for s in strides]
+        assert [d["reduction"] for d in model.stage_info] == [min(s, output_stride) for s in strides]
         for g, w in zip(got, want):
             step = g.shape[-1] // w.shape[-1]
             torch.testing.assert_close(g[..., ::step, ::step], w, rtol=1e-4, atol=1e-5 * w.abs().max().item())
@@ -178,7 +178,9 @@ def test_timm_output_stride_gives_the_same_logits(tmp_path, name, timm_name, out
         ref.fc.weight.mul_(10 / ref(x).abs().max())
     torch.save(ref.state_dict(), tmp_path / "timm.pth")
     ours = sknet.create_model(name, output_stride=output_stride, weights=str(tmp_path / "timm.pth"))
-    assert [d["reduction"] for d in ours.feature_info] == [d["reduction"] for d in ref.feature_info[1:]]
+    assert ours.feature_info == [
+        dict(num_chs=d["num_chs"], reduction=d["reduction"], module=d["module"]) for d in ref.feature_info
+    ]
     ref_out = _logits(ref, x)
     assert ref_out.abs().max() > 5
     assert (_logits(ours, x) - ref_out).abs().max() <= 1e-4
@@ -188,9 +190,10 @@ def test_timm_features_only_reads_the_new_strides():
     timm = pytest.importorskip("timm")
     import sknet.timm  # noqa: F401  registers our models in timm
 
-    model = timm.create_model("sknet26", features_only=True, output_stride=16)
-    assert model.feature_info.reduction() == [4, 8, 16, 16]
-    assert [tuple(f.shape[-2:]) for f in model(torch.randn(1, 3, 64, 64))] == [(16, 16), (8, 8), (4, 4), (4, 4)]
+    model = timm.create_model("sknet26", features_only=True, output_stride=16)  # the stem's level, then the stages
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 16]
+    maps = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in maps] == [(32, 32), (16, 16), (8, 8), (4, 4), (4, 4)]
 
 
 # --------------------------------------------------------------------------- segmentation models

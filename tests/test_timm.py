@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import sknet
-from conftest import randomize_bn
+from conftest import assert_close_rel, randomize_bn
 from test_package import PACKAGE, import_graph
 
 timm = pytest.importorskip("timm")
@@ -83,23 +83,39 @@ def test_create_model_with_num_classes(name):
     assert model.eval()(x_for(name)).shape == (2, 10)
 
 
+def level_maps(model, levels, x) -> list[torch.Tensor]:
+    """The maps of feature levels ``levels`` computed without timm: the stem's (level 0) by running
+    the stem's modules up to its output, the stages' (1 on) by :func:`sknet.features`."""
+    maps = []
+    for i in levels:
+        if i == 0:
+            y = x
+            for name in model.stem_modules[: model.stem_modules.index(model.feature_info[0]["module"]) + 1]:
+                y = getattr(model, name)(y)
+            maps.append(y)
+        else:
+            maps.append(sknet.features(model, (i - 1,))(x).popitem()[1])
+    return maps
+
+
 @pytest.mark.parametrize(
     "name, out_indices",
-    [("sknet50", (1, 3)), ("sknet50", (0, 1)), ("sknet_mini", (0, 2)), ("shufflenetv2_x0_5_sk", (0, 2))],
+    [("sknet50", (2, 4)), ("sknet50", (0, 1)), ("sknet_mini", (1, 3)), ("shufflenetv2_x0_5_sk", (0, 3))],
 )
-def test_features_only_is_timms_wrapper_with_our_stages(name, out_indices):
+def test_features_only_is_timms_wrapper_with_our_levels(name, out_indices):
     from timm.models._features import FeatureGetterNet
 
     ours = randomize_bn(sknet.create_model(name)).eval()
     feats = timm.create_model(name, features_only=True, out_indices=out_indices).eval()
     assert isinstance(feats, FeatureGetterNet)
     info = [ours.feature_info[i] for i in out_indices]
+    assert ours.feature_info[1:] == ours.stage_info and ours.feature_info[0]["module"] in ours.stem_modules
     assert feats.feature_info.channels() == [d["num_chs"] for d in info]
-    assert feats.feature_info.reduction() == [d["reduction"] for d in info] == sknet.features(ours, out_indices).strides
+    assert feats.feature_info.reduction() == [d["reduction"] for d in info]
     assert feats.feature_info.module_name() == [d["module"] for d in info]
     x = x_for(name)
     c, h, w = INPUT[name]
-    later = [d["module"] for d in ours.feature_info[max(out_indices) + 1 :]]
+    later = [d["module"] for d in ours.feature_info[max(out_indices) + 1 :] if d["module"] not in ours.stem_modules]
     loaded = feats.model.load_state_dict(ours.state_dict(), strict=False)
     assert not loaded.missing_keys and {k.split(".")[0] for k in loaded.unexpected_keys} == {
         *later,
@@ -108,14 +124,14 @@ def test_features_only_is_timms_wrapper_with_our_stages(name, out_indices):
     }
     with torch.no_grad():
         maps = feats(x)
-        expected = list(sknet.features(ours, out_indices)(x).values())
+        expected = level_maps(ours, out_indices, x)
     assert [tuple(m.shape) for m in maps] == [
         (2, ch, math.ceil(h / r), math.ceil(w / r))
         for ch, r in zip(feats.feature_info.channels(), feats.feature_info.reduction())
     ]
     assert all(torch.equal(a, b) for a, b in zip(maps, expected))
     assert all(len(getattr(feats.model, m)) == 0 for m in later), "stages after the last returned one are pruned"
-    every = timm.create_model(name, features_only=True)  # default: every stage
+    every = timm.create_model(name, features_only=True)  # default: every level
     assert every.feature_info.reduction() == [d["reduction"] for d in ours.feature_info]
 
 
@@ -143,7 +159,7 @@ def test_pretrained_loads_a_local_file(name, suffix, tmp_path):
 
 def test_pretrained_without_a_file_never_downloads():
     with pytest.raises(RuntimeError, match="No pretrained weights exist"):
-        timm.create_model("sknet_mini", pretrained=True)
+        timm.create_model("resnext_mini", pretrained=True)  # a model without published weights
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -223,7 +239,7 @@ def test_grad_checkpointing_gives_the_same_gradients_and_statistics(name, monkey
     plain(x).square().sum().backward()
     assert not calls
     ckpt(x).square().sum().backward()
-    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.feature_info), "one checkpoint per unit"
+    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.stage_info), "one checkpoint per unit"
     for (k, p), q in zip(plain.named_parameters(), ckpt.parameters()):
         assert torch.allclose(q.grad, p.grad, rtol=1e-6, atol=1e-6 * p.grad.abs().max().item()), k
     for (k, a), b in zip(plain.named_buffers(), ckpt.buffers()):  # BN statistics moved once, not twice
@@ -231,7 +247,7 @@ def test_grad_checkpointing_gives_the_same_gradients_and_statistics(name, monkey
     with torch.no_grad():
         ckpt(x)
     ckpt.eval()(x)
-    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.feature_info), "training with grad only"
+    assert len(calls) == sum(len(getattr(ckpt, d["module"])) for d in ckpt.stage_info), "training with grad only"
 
 
 def test_group_matcher_groups_every_parameter():
@@ -242,3 +258,98 @@ def test_group_matcher_groups_every_parameter():
     shuffle = timm.create_model("shufflenetv2_x0_5_sk")
     coarse = timm.models.group_parameters(shuffle, shuffle.group_matcher(coarse=True))
     assert len(coarse) == 1 + 3 + 1  # stem, stages (conv5 joins the last, as timm's head convs do), classifier
+
+
+# --------------------------------------------------------------------------- a drop-in for timm's own models
+
+OURS_AND_TIMMS = [("sknet50", "skresnext50_32x4d"), ("skresnet18", "skresnet18"), ("senet50", "seresnext50_32x4d")]
+
+
+@pytest.mark.parametrize("name, timm_name", [*OURS_AND_TIMMS, ("mobilenetv2_100_sk", "mobilenetv2_100")])
+def test_feature_levels_are_timms(name, timm_name):
+    """The levels features_only counts (the stem's, then the stages) are those of timm's own network of
+    that family: same channels and strides, and for the ResNet family the same module names."""
+    ours = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
+    with torch.device("meta"):
+        theirs = timm.create_model(timm_name, features_only=True, out_indices=(1, 2, 3, 4))
+        every = timm.create_model(timm_name, features_only=True)
+    assert ours.feature_info.channels() == theirs.feature_info.channels()
+    assert ours.feature_info.reduction() == theirs.feature_info.reduction() == [4, 8, 16, 32]
+    assert timm.create_model(name, features_only=True).feature_info.reduction() == every.feature_info.reduction()
+    if name != "mobilenetv2_100_sk":  # timm's EfficientNet family names its levels blocks.N
+        assert ours.feature_info.module_name() == theirs.feature_info.module_name()
+
+
+@pytest.mark.parametrize("name, timm_name", OURS_AND_TIMMS[:2])
+def test_features_only_maps_equal_timms_on_its_weights(name, timm_name, tmp_path):
+    """Swapping timm's network for ours in a detection codebase: the same call, timm's weights,
+    the same maps at every level (the stem's included)."""
+    ref = randomize_bn(timm.create_model(timm_name)).eval()
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    call = dict(features_only=True, out_indices=(0, 1, 2, 3, 4))
+    theirs = timm.create_model(
+        timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "timm.pth")), **call
+    )
+    ours = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "timm.pth")), **call
+    )
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got, want = ours.eval()(x), theirs.eval()(x)
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["sknet50", "shufflenetv2_x0_5_sk"])
+def test_symbolic_tracing_records_the_sk_equations(name):
+    """torch.fx traces the whole network, SK units included (their reference equations), and the
+    graph computes the model's function; torchvision's feature extractor needs no leaf modules, in
+    eval and in train mode (where the attention's batch statistics reach the gradient)."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = randomize_bn(sknet.create_model(name)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    graph = torch.fx.symbolic_trace(model)
+    assert not any(
+        n.op == "call_module" and isinstance(model.get_submodule(n.target), sknet.SKConv) for n in graph.graph.nodes
+    )
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, sknet.SKConv):
+            m.impl = "reference"
+    with torch.no_grad():
+        assert_close_rel(graph(x), reference(x))
+    nodes = {n: n for n in sknet.features(model).return_layers}
+    fx = create_feature_extractor(model, nodes)
+    with torch.no_grad():
+        for (k, a), (k2, b) in zip(sknet.features(model)(x).items(), fx.eval()(x).items()):
+            assert k == k2
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())  # reference vs fast
+    twin = reference.train()  # the same equations, eager
+    fx.train()(x).popitem()[1].square().mean().backward()
+    list(sknet.features(twin)(x).values())[-1].square().mean().backward()
+    attn, attn_twin = (next(m for m in net.modules() if isinstance(m, sknet.SKAttention)) for net in (model, twin))
+    assert attn.fc_reduce.weight.grad.abs().sum() > 0
+    grad, grad_twin = attn.fc_reduce.weight.grad, attn_twin.fc_reduce.weight.grad
+    assert (grad - grad_twin).norm() <= 1e-4 * grad_twin.norm()
+
+
+def test_device_and_dtype_as_timm_takes_them():
+    model = timm.create_model("sknet_mini", device="meta", dtype=torch.bfloat16)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        timm.create_model("sknet_mini", no_such_argument=1)
+
+
+def test_global_pool_off_returns_the_last_map():
+    model = timm.create_model("sknet_mini", num_classes=0, global_pool="").eval()
+    x = x_for("sknet_mini")
+    with torch.no_grad():
+        assert torch.equal(model(x), model.forward_features(x))
+    with pytest.raises(ValueError, match="needs pooled features"):
+        timm.create_model("sknet_mini", num_classes=10, global_pool="")
+    model.reset_classifier(3)  # a classifier pools again, as timm's ResNet does by default
+    with torch.no_grad():
+        assert torch.equal(model(x), model.fc(model.forward_features(x).mean((2, 3))))

@@ -9,12 +9,18 @@ Names timm has (``resnext50_32x4d``, ``skresnet18``, ...) stay timm's models; bu
 :func:`sknet.create_model`.
 
 ``pretrained=True`` without a file loads the model's published weights (``sknet50``, ``senet50``,
-``senet101``: :mod:`sknet.models.sources`), fetched by sknet into the library's cache (offline
-once cached) and handed to timm as the file; timm then loads them as it loads any file (a new
-classifier for another ``num_classes``, the first conv adapted to ``in_chans``). Each of them is
+``senet101``, and the demo's ``sknet_mini``, a file in the package: :mod:`sknet.models.sources`),
+fetched by sknet into the library's cache (offline once cached) and handed to timm as the file;
+timm then loads them as it loads any file (a new classifier for another ``num_classes``, the
+first conv adapted to ``in_chans``). Each of them is
 registered under its tags, ``"senet50.gluon_in1k"`` picking one; the cfgs name no url or hub id, so
 the weights come only through sknet, and a model without published weights refuses
 ``pretrained=True`` without a file.
+
+timm's ``torch.fx`` tools (its ``create_feature_extractor``, ``features_only`` with
+``feature_cls="fx"``) keep each :class:`~sknet.layers.SKConv` whole, as timm keeps its own
+layers that branch on their input: the graph then runs the fast path and computes what the
+model computes. (Traced through, as plain ``torch.fx`` does, it records the reference equations.)
 
 Each model's ``pretrained_cfg`` (choices in docs/deploy.md):
 
@@ -26,13 +32,18 @@ Each model's ``pretrained_cfg`` (choices in docs/deploy.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 
+import torch
+from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, model_entrypoint, register_model
 from torch import nn
 
 from .data import NORMALIZATION
 from .data.transforms import EVAL_CROP_RATIO
+from .layers import SKConv
 from .models import create_model, get_model_entry, list_models
 from .models.sources import pretrained_file, pretrained_source, pretrained_sources
 from .weights import convert_state_dict
@@ -40,6 +51,7 @@ from .weights import convert_state_dict
 # Per family: the data a model was trained on (mean / std) and how it is evaluated.
 _DATA = {"cifar": ("cifar10", 1.0), "mini": ("fashion-mnist", 1.0)}  # others: ("imagenet", EVAL_CROP_RATIO)
 _FIRST_CONV = {"light": "conv1.conv"}  # ShuffleNetV2's stem is a ConvBnAct; others: "conv1"
+_OUTPUT_STRIDE = {"cifar": 4, "mini": 8}  # of the last stage; others: 32
 
 
 def pretrained_cfg(name: str) -> dict:
@@ -47,10 +59,12 @@ def pretrained_cfg(name: str) -> dict:
     entry = get_model_entry(name)
     dataset, crop_pct = _DATA.get(entry.family, ("imagenet", EVAL_CROP_RATIO))
     mean, std = NORMALIZATION[dataset]
+    stride = _OUTPUT_STRIDE.get(entry.family, 32)
     return dict(
         url="",
         num_classes=entry.num_classes,
         input_size=entry.input_size,
+        pool_size=tuple(math.ceil(s / stride) for s in entry.input_size[1:]),  # forward_features' map
         interpolation="bilinear",
         crop_pct=crop_pct,
         mean=mean,
@@ -92,12 +106,31 @@ def _with_published_weights(name: str, kwargs: dict) -> dict:
     return {**kwargs, "pretrained_cfg_overlay": overlay}
 
 
+def _build(name: str, *, device=None, dtype=None, global_pool: str | None = None, **kwargs) -> nn.Module:
+    """sknet model ``name`` with the arguments timm's own models take besides ours: ``device`` and
+    ``dtype`` (where and how its tensors are made) and ``global_pool`` (``"avg"`` or ``""``, none).
+
+    Raises:
+        TypeError: An argument the model does not take (as a Python function raises it; timm's
+            tests rely on it).
+    """
+    entry = get_model_entry(name)
+    unknown = sorted(set(kwargs) - set(entry.overrides) - {"num_classes"})
+    if unknown:
+        raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; it takes {sorted(entry.overrides)}")
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = create_model(name, **kwargs)
+        if global_pool is not None:
+            model.reset_classifier(model.num_classes, global_pool)
+    return model if dtype is None else model.to(dtype=dtype)
+
+
 def _entrypoint(name: str):
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
         if pretrained and pretrained_sources(name):
             kwargs = _with_published_weights(name, kwargs)
         return build_model_with_cfg(
-            functools.partial(create_model, name),  # takes timm's num_classes / in_chans and the user's kwargs
+            functools.partial(_build, name),  # takes timm's num_classes / in_chans and the user's kwargs
             name,
             pretrained,
             pretrained_filter_fn=_filter_state_dict,
@@ -109,6 +142,8 @@ def _entrypoint(name: str):
     entrypoint.__doc__ = get_model_entry(name).doc
     return entrypoint
 
+
+register_notrace_module(SKConv)  # a set: registering again on reload changes nothing
 
 # Importing twice (or reloading) registers nothing twice: names timm knows, ours included, are skipped.
 # timm's data and feature machinery is for images: the 1-D and 3-D models stay sknet's alone.

@@ -1,8 +1,9 @@
 """Stage outputs of the ImageNet-style models, for detection and segmentation backbones.
 
 Every ResNeXt / SENet / SKNet, ShuffleNetV2 and MobileNetV2 model describes its stages in
-``model.feature_info`` (channels, stride, module name). :func:`features` turns a model
-into a backbone that returns those stage outputs; :func:`fpn_backbone` puts torchvision's
+``model.stage_info`` (channels, stride, module name: ``model.feature_info`` without its first
+level, the stem's, which timm's ``features_only`` counts and detection backbones do not use).
+:func:`features` turns a model into a backbone that returns those stage outputs; :func:`fpn_backbone` puts torchvision's
 :class:`~torchvision.ops.FeaturePyramidNetwork` on top, ready for torchvision's
 ``FasterRCNN`` / ``RetinaNet`` / ``MaskRCNN``.
 
@@ -21,7 +22,7 @@ MobileNetV2 1.0x (SK)         24 / 32 / 96 / 320
 (ShuffleNetV2's stride-4 map is the stem's max pool output; its ``conv5`` 1x1 feeds the
 classifier and is left out, as is MobileNetV2's ``conv_head``.) The CIFAR and mini models
 work too, at strides 1, 2, 4 and 2, 4, 8. A ResNeXt-family model built with a smaller
-``output_stride`` (its last stages dilated) has those strides in ``feature_info``: 4, 8, 16, 16
+``output_stride`` (its last stages dilated) has those strides in ``stage_info``: 4, 8, 16, 16
 at 16 and 4, 8, 8, 8 at 8 (segmentation: :mod:`sknet.deploy.segmentation`).
 """
 
@@ -52,16 +53,15 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
-        # The model's stem_modules run before the first stage, in forward order (named_children order
+        # The model's body_modules are its stem and stages in forward order (named_children order
         # differs: ResNeXt registers its max pool before bn1, so torchvision's IntermediateLayerGetter
         # would run them out of order).
-        stem = model.stem_modules if isinstance(model, Backbone) else None
-        info = getattr(model, "feature_info", None)
-        if stem is None or not info:
+        if not isinstance(model, Backbone) or not model.stage_info:
             raise ValueError(
                 f"{type(model).__name__} has no stage outputs to return; features() takes the ResNeXt / SENet / "
-                "SKNet and ShuffleNetV2 models of sknet.create_model"
+                "SKNet, ShuffleNetV2 and MobileNetV2 models of sknet.create_model"
             )
+        info = model.stage_info
         out_indices = tuple(range(len(info))) if out_indices is None else tuple(out_indices)
         if (
             not out_indices
@@ -70,10 +70,8 @@ class FeatureExtractor(nn.Module):
         ):
             raise ValueError(f"out_indices must be distinct stage indices in 0..{len(info) - 1}, got {out_indices}")
         out_indices = tuple(sorted(out_indices))
-        last = info[out_indices[-1]]["module"]
-        stages = [d["module"] for d in info]
-        names = list(stem) + [s for s in stages if s not in stem]
-        names = names[: names.index(last) + 1]  # nothing after the last returned stage runs
+        names = model.body_modules()
+        names = names[: names.index(info[out_indices[-1]]["module"]) + 1]  # nothing after the last returned stage runs
         for name in names:
             self.add_module(name, getattr(model, name))
         self.feature_info = [dict(info[i]) for i in out_indices]
@@ -95,7 +93,7 @@ def features(model: nn.Module, out_indices: Sequence[int] | None = None) -> Feat
 
     Args:
         model: A ResNeXt / SENet / SKNet or ShuffleNetV2 model (weights loaded or not).
-        out_indices: Stages to return, indices into ``model.feature_info``; default all
+        out_indices: Stages to return, indices into ``model.stage_info``; default all
             (strides 4, 8, 16, 32 for the ImageNet-style models).
     """
     return FeatureExtractor(model, out_indices)
@@ -160,12 +158,12 @@ def fpn_backbone(
 
 
 def fx_leaf_modules() -> list[type[nn.Module]]:
-    """Modules that ``torch.fx`` must treat as leaves when tracing our models.
+    """Modules ``torch.fx`` may keep whole when tracing our models, so that the graph runs their fast path.
 
-    :class:`~sknet.layers.SKConv` branches on tensor properties (the attention's batch-of-one
-    rule, the fast path's in-place select when no gradient is recorded), which symbolic
-    tracing cannot follow; kept whole, it is one node of the graph. Pass
-    ``tracer_kwargs={"leaf_modules": sknet.fx_leaf_modules()}`` to
+    Traced through, :class:`~sknet.layers.SKConv` records its reference equations: the fast path
+    chooses its steps by reading the tensors (their shapes, whether a gradient is recorded), which
+    symbolic tracing does not have. Kept whole, it is one node of the graph that runs the fast path.
+    Pass ``tracer_kwargs={"leaf_modules": sknet.fx_leaf_modules()}`` to
     ``torchvision.models.feature_extraction.create_feature_extractor``.
     """
     return [SKConv]

@@ -36,7 +36,7 @@ class SegmentationBackbone(FeatureExtractor):
     """
 
     def __init__(self, model: nn.Module, aux: bool = False) -> None:
-        n = len(model.feature_info)
+        n = len(model.stage_info)
         if aux and n < 2:
             raise ValueError("aux=True needs a model with at least two stages")
         super().__init__(model, (n - 2, n - 1) if aux else (n - 1,))

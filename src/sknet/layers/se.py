@@ -25,10 +25,11 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = max(channels // reduction, min_dim)
         conv = CONVS[check_dims(dims)]
+        self.spatial = tuple(range(2, 2 + dims))  # known before the input: symbolic tracing needs it so
         self.fc1 = conv(channels, hidden, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = conv(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1, ...)
+        s = x.mean(self.spatial, keepdim=True)  # (B, C, 1, ...)
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))

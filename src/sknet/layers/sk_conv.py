@@ -8,6 +8,8 @@ Select: one linear map ``d -> M*C`` and a softmax over the branches, per channel
 :meth:`SKConv.forward_reference` is these equations as written. :meth:`SKConv.forward_fast` (the
 default) computes the same result with fewer passes over memory; how is
 :mod:`sknet.layers.sk_fast`'s business, and each of its steps is tested against the reference.
+``torch.fx``'s symbolic tracing (timm's and torchvision's feature extractors) records the reference:
+the fast path chooses its steps by reading the tensors, which tracing does not have.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from . import sk_fast
 from .conv_bn_act import ConvBnAct, check_dims
-from .functional import gap, per_channel
+from .functional import per_channel
 from .sk_fast import SK_IMPLS, parse_sk_impl
 
 # The paper's SK unit: K3 and K5, the 5x5 computed as a 3x3 at dilation 2, each with G = 32 groups.
@@ -74,6 +76,12 @@ class AttentionNorm(nn.BatchNorm1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            # Symbolic tracing knows no batch size, and BatchNorm1d's input check reads dims it does not
+            # know either: traced, this is the plain batch norm (its batch count is not advanced).
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+            )
         if self.training and x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         return super().forward(x)
@@ -108,7 +116,9 @@ class SKAttention(nn.Module):
 
     def descriptor(self, u: torch.Tensor) -> torch.Tensor:
         """The compact descriptor ``z = ReLU(BN(W GAP(U)))`` ``(B, d)``, from ``U`` or from ``s``."""
-        s = gap(u) if u.dim() > 2 else u  # (B, C)
+        # GAP over every position; a pooled s (one position) passes unchanged. No branch on the
+        # input's dimensions: symbolic tracing cannot take one.
+        s = u.reshape(u.shape[0], self.channels, -1).mean(-1)  # (B, C)
         return self.act(self.bn(self.fc_reduce(s)))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -196,10 +206,10 @@ class SKConv(nn.Module):
         return len(self.paths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "reference" or isinstance(x, torch.fx.Proxy):  # a Proxy: torch.fx is tracing
+            return self.forward_reference(x)
         if self.impl == "fast":
             return self.forward_fast(x)
-        if self.impl == "reference":
-            return self.forward_reference(x)
         raise ValueError(f"SKConv.impl must be one of {SK_IMPLS}, got {self.impl!r}")
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +220,7 @@ class SKConv(nn.Module):
         u = sum(feats[1:], feats[0])  # (B, C, H, W): U
         if self.attn is None:
             return u
-        a = per_channel(self.attn(u), u.dim())  # (B, M, C, 1, ...)
+        a = per_channel(self.attn(u), self.dims + 2)  # (B, M, C, 1, ...)
         out = feats[0] * a[:, 0]
         for m in range(1, len(feats)):
             out = out + feats[m] * a[:, m]
@@ -220,10 +230,11 @@ class SKConv(nn.Module):
         """:meth:`forward_reference`'s result with fewer passes over memory (:func:`sk_fast.forward`)."""
         return sk_fast.forward(self, x)
 
-    def inputs(self, x: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, ...]:
+    def inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each branch's input: ``X`` itself, or its ``C' / M`` channel slice with ``split_input``."""
-        if self.split_input:
-            return torch.split(x, x.shape[1] // len(self.paths), dim=1)  # M x (B, C'/M, H, W)
+        if self.split_input:  # slices of a width known before the input (symbolic tracing needs it so)
+            c = self.paths[0].conv.in_channels
+            return [x[:, m * c : (m + 1) * c] for m in range(len(self.paths))]  # M x (B, C'/M, H, W)
         return [x] * len(self.paths)
 
     @property

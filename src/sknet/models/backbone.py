@@ -1,6 +1,7 @@
-"""What the ResNeXt and ShuffleNetV2 networks share: a stem, stages, a pooled linear head.
+"""What the ResNeXt, ShuffleNetV2 and MobileNetV2 networks share: a stem, stages, a pooled linear head.
 
-The stages are the modules ``feature_info`` names. On top of ``forward_features`` /
+``feature_info`` names the feature levels in timm's convention for these families: the stem's
+output first (stride 2 on ImageNet-size inputs), then each stage's (``stage_info``). On top of ``forward_features`` /
 ``forward_head`` this gives the methods timm's machinery calls on a model (``sknet.timm``
 registers our models there): ``forward_intermediates``, ``prune_intermediate_layers``,
 ``get_classifier`` / ``reset_classifier``, ``set_grad_checkpointing``, ``group_matcher``,
@@ -66,7 +67,8 @@ class Backbone(nn.Module):
 
     Subclasses set ``stem_modules`` (run before the first stage, in forward order) and
     ``neck_modules`` (between the last stage and the pooling, e.g. ShuffleNetV2's ``conv5``) and, in
-    ``__init__``, ``feature_info``, ``num_features``, ``global_pool``, ``drop`` and ``fc``.
+    ``__init__``, ``feature_info`` (the stem's level first, then the stages), ``num_features``,
+    ``global_pool``, ``drop`` and ``fc``.
     """
 
     stem_modules: tuple[str, ...] = ()
@@ -77,7 +79,25 @@ class Backbone(nn.Module):
     def num_classes(self) -> int:
         return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
 
-    def _body(self) -> list[str]:
+    @property
+    def head_hidden_size(self) -> int:
+        """timm's name for the width before ``fc``: the pooled features, no layer between."""
+        return self.num_features
+
+    @property
+    def in_chans(self) -> int:
+        return self._first_conv().in_channels
+
+    @property
+    def stage_info(self) -> list[dict]:
+        """``feature_info`` without its first level, the stem's output: the stages (strides 4 to 32
+        on ImageNet-size inputs), what :func:`sknet.features` indexes."""
+        return self.feature_info[1:]
+
+    def _first_conv(self) -> nn.modules.conv._ConvNd:
+        return next(m for m in self.modules() if isinstance(m, nn.modules.conv._ConvNd))
+
+    def body_modules(self) -> list[str]:
         """Stem and stages in forward order (registration order differs: ResNeXt's max pool
         is registered before ``bn1``)."""
         return list(self.stem_modules) + [
@@ -96,13 +116,16 @@ class Backbone(nn.Module):
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in (*self._body(), *self.neck_modules):
+        for name in (*self.body_modules(), *self.neck_modules):
             x = self._run(name, x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits`` stops before ``fc`` (``num_features`` wide)."""
-        x = self.drop(torch.flatten(self.global_pool(x), 1))
+        """Pool, dropout and classify; ``pre_logits`` stops before ``fc`` (``num_features`` wide).
+        Without pooling (``reset_classifier(0, "")``) the map passes through unpooled."""
+        if not isinstance(self.global_pool, nn.Identity):
+            x = torch.flatten(self.global_pool(x), 1)
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +157,7 @@ class Backbone(nn.Module):
         take = take_indices(len(self.feature_info), indices)
         where = {d["module"]: i for i, d in enumerate(self.feature_info)}
         last = self.feature_info[max(take)]["module"]
-        body = self._body()
+        body = self.body_modules()
         intermediates = []
         for name in body:
             x = self._run(name, x)
@@ -152,14 +175,15 @@ class Backbone(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """timm's API: drop what the stages ``indices`` picks do not need: later stages, then
-        the neck and (``prune_head``) the classifier. Returns the absolute indices."""
+        """timm's API: drop what the levels ``indices`` picks do not need: later stem modules and
+        stages, then the neck and (``prune_head``) the classifier. Returns the absolute indices."""
         take = take_indices(len(self.feature_info), indices)
-        stages = [d["module"] for d in self.feature_info]
         last = max(take)
-        for name in stages[last + 1 :]:
-            setattr(self, name, nn.Sequential())  # an empty stage passes its input through
-        cut = last < len(stages) - 1 or (bool(self.neck_modules) and (prune_norm or prune_head))
+        body = self.body_modules()
+        for name in body[body.index(self.feature_info[last]["module"]) + 1 :]:
+            # an empty stage passes its input through, and so does the stem's pooling once removed
+            setattr(self, name, nn.Identity() if name in self.stem_modules else nn.Sequential())
+        cut = last < len(self.feature_info) - 1 or (bool(self.neck_modules) and (prune_norm or prune_head))
         if cut:  # the features now end at the last kept stage; the head was sized for the old ones
             for name in self.neck_modules:
                 setattr(self, name, nn.Identity())
@@ -173,12 +197,22 @@ class Backbone(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new ``fc`` (N(0, 0.01), as at initialisation) for ``num_classes``; 0 removes it.
+        ``global_pool``: ``"avg"`` averages, ``""`` removes the pooling (timm's convention: the model
+        then returns the last map, for ``num_classes=0`` only), None keeps it as it is, except that
+        a classifier brings the average pooling back (timm's ResNet defaults to ``"avg"``).
 
         Raises:
-            ValueError: ``global_pool`` other than ``"avg"`` (the only pooling).
+            ValueError: ``global_pool`` other than those, or a classifier on unpooled maps.
         """
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool must be 'avg' (the only pooling), got {global_pool!r}")
+        if global_pool not in (None, "avg", ""):
+            raise ValueError(f"global_pool must be 'avg' (the only pooling) or '' (none), got {global_pool!r}")
+        if num_classes > 0 and global_pool == "":
+            raise ValueError(f"a classifier needs pooled features: reset_classifier({num_classes}, 'avg')")
+        if global_pool == "":
+            self.global_pool = nn.Identity()
+        elif (global_pool == "avg" or num_classes > 0) and isinstance(self.global_pool, nn.Identity):
+            dims = self._first_conv().weight.dim() - 2
+            self.global_pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
         if num_classes > 0:
             ref = next(self.parameters())
             self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
@@ -186,6 +220,8 @@ class Backbone(nn.Module):
             nn.init.zeros_(self.fc.bias)
         else:
             self.fc = nn.Identity()
+        self.fc.train(self.training)  # new modules take the model's mode (they are made in training mode)
+        self.global_pool.train(self.training)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every unit in backward instead of keeping its activations (training with

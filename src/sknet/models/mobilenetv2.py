@@ -137,7 +137,7 @@ class MobileNetV2(Backbone):
         drop_rate: Dropout before the classifier (torchvision's 0.2).
     """
 
-    stem_modules = ("conv1", "stage1")  # stage1 (stride 2) is not a stage output: strides 4..32 (feature_info)
+    stem_modules = ("conv1",)
     neck_modules = ("conv_head",)  # the 1x1 to 1280 before the pooling
     foreign_names = (TORCHVISION_NAMES,)  # what sknet.weights renames in torchvision's files
 
@@ -161,8 +161,8 @@ class MobileNetV2(Backbone):
                 units.append(InvertedResidual(c, out, stride, t, dw_layer))
                 c = out
             self.add_module(f"stage{i + 1}", nn.Sequential(*units))
-            if i > 0:  # stage1 (stride 2) is part of the stem
-                self.feature_info.append(dict(num_chs=c, reduction=2 ** (i + 1), module=f"stage{i + 1}"))
+            # timm's mobilenetv2_100 levels: stage1 at stride 2 (its stem's level), then strides 4..32
+            self.feature_info.append(dict(num_chs=c, reduction=2 ** (i + 1), module=f"stage{i + 1}"))
         self.num_features = make_divisible(1280 * max(1.0, width_mult))
         self.conv_head = ConvBnAct(c, self.num_features, 1, act=RELU6)
         self.global_pool = nn.AdaptiveAvgPool2d(1)

@@ -237,7 +237,8 @@ class ResNeXt(Backbone):
         self.bn1 = BATCH_NORMS[dims](stem_width)
         self.act1 = nn.ReLU(inplace=True)
 
-        self.feature_info = []  # one dict per stage: channels, stride, module name
+        # timm's levels for the ResNet family: the stem's activation, then one per stage (channels, stride, module)
+        self.feature_info = [dict(num_chs=stem_width, reduction=self.conv1.stride[-1], module="act1")]
         in_ch = stem_width
         geometry = _stage_geometry(len(layers), first_stride, _STEM_STRIDES[stem], self.output_stride)
         for i, (stride, first, dilation, reduction) in enumerate(geometry):
@@ -269,7 +270,7 @@ class ResNeXt(Backbone):
         the last BN scale of every unit."""
         init_weights(self)
         if zero_init_last:
-            for stage in self.feature_info:
+            for stage in self.stage_info:
                 for unit in self.get_submodule(stage["module"]):
                     unit.zero_init_last()
 

@@ -110,7 +110,11 @@ class ShuffleNetV2(Backbone):
         c = stage_out[0]
         self.conv1 = ConvBnAct(in_chans, c, 3, stride=2)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.feature_info = [dict(num_chs=c, reduction=4, module="maxpool")]
+        # As timm's ResNet and MobileNetV2 levels: the stem's activation (stride 2), then strides 4..32
+        self.feature_info = [
+            dict(num_chs=c, reduction=2, module="conv1"),
+            dict(num_chs=c, reduction=4, module="maxpool"),
+        ]
         for i, (n, out) in enumerate(zip(stage_units, stage_out[1:-1])):
             units = [ShuffleUnit(c, out, 2, dw_layer, se_reduction)]
             units += [ShuffleUnit(out, out, 1, dw_layer, se_reduction) for _ in range(n - 1)]
