@@ -20,7 +20,7 @@ ND = ["resnext_mini_1d", "sknet_mini_1d", "resnext_mini_3d", "sknet_mini_3d", "s
 
 
 @pytest.mark.parametrize("name", ND)
-def test_stage_outputs_have_the_strides_feature_info_gives(name):
+def test_stage_outputs_have_the_strides_stage_info_gives(name):
     entry = sknet.get_model_entry(name)
     model = sknet.create_model(name).eval()
     c, *spatial = entry.input_size
@@ -28,7 +28,7 @@ def test_stage_outputs_have_the_strides_feature_info_gives(name):
     with torch.no_grad():
         maps = sknet.features(model)(torch.randn(1, c, *size))
     video = entry.family == "video"
-    for (name_, out), info in zip(maps.items(), model.feature_info):
+    for (name_, out), info in zip(maps.items(), model.stage_info, strict=True):
         assert name_ == info["module"] and out.shape[1] == info["num_chs"]
         strides = [info["reduction"]] * len(size)
         if video:  # the video stem keeps T: time is reduced half as much
