@@ -106,6 +106,22 @@ def test_batch_of_one_trains(impl):
     torch.testing.assert_close(out, expected(x))
 
 
+def test_a_traced_sk_conv_keeps_the_batch_of_one_rule_and_follows_its_mode():
+    """torch.fx traces the SK conv (its reference equations) and calls the attention's BatchNorm as a
+    module: traced in training mode, the graph trains on a batch of one as the module does, and after
+    eval() it normalises with the running statistics, as the eager module does in each mode."""
+    sk = randomize_bn(SKConv(16, 16, [(3, 1, 4), (3, 2, 4)], impl="reference")).train()
+    graph = torch.fx.symbolic_trace(copy.deepcopy(sk))
+    assert any(n.op == "call_module" and n.target == "attn.bn" for n in graph.graph.nodes)
+    one, two = torch.randn(1, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    for x in (one, two):
+        torch.testing.assert_close(graph(x), sk(x))  # both update their statistics alike
+    torch.testing.assert_close(graph.attn.bn.running_mean, sk.attn.bn.running_mean)
+    graph.eval(), sk.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(graph(two), sk(two))
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [

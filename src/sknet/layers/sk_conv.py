@@ -77,11 +77,9 @@ class AttentionNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.fx.Proxy):
-            # Symbolic tracing knows no batch size, and BatchNorm1d's input check reads dims it does not
-            # know either: traced, this is the plain batch norm (its batch count is not advanced).
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
-            )
+            # Symbolic tracing knows no batch size: the graph calls this module, as it calls torch's own
+            # BatchNorm, so the traced network keeps the rule above and follows train() / eval().
+            return x.tracer.create_proxy("call_module", x.tracer.path_of_module(self), (x,), {})
         if self.training and x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         return super().forward(x)
