@@ -169,3 +169,32 @@ def test_mini_and_cifar_models_return_their_stages_too():
     ]
     cifar = sknet.features(sknet.create_model("resnext29_16x32d"), out_indices=(0,))
     assert cifar.strides == [1] and tuple(cifar(torch.randn(1, 3, 8, 8))["layer1"].shape) == (1, 256, 8, 8)
+
+
+def test_out_indices_in_any_order_give_the_stages_in_forward_order():
+    model = randomize_bn(sknet.create_model("sknet_mini")).eval()
+    x = torch.randn(2, 1, 28, 28)
+    backbone = sknet.features(model, out_indices=(2, 0))
+    with torch.no_grad():
+        feats, every = backbone(x), sknet.features(model)(x)
+    assert list(feats) == ["layer1", "layer3"]
+    assert [tuple(f.shape[2:]) for f in feats.values()] == [(14, 14), (4, 4)]  # strides 2 and 8 of 28 (rounded up)
+    assert backbone.strides == [2, 8] and [d["module"] for d in backbone.feature_info] == ["layer1", "layer3"]
+    assert all(torch.equal(f, every[k]) for k, f in feats.items())
+
+
+def test_repeated_out_indices_are_refused():
+    with pytest.raises(ValueError, match="distinct"):
+        sknet.features(sknet.create_model("sknet_mini"), out_indices=(1, 1))
+
+
+def test_video_models_give_the_strides_of_height_and_width():
+    """The 3-D stem halves H and W but not T: every level's stride (the stem's included) is that of
+    H and W, as the maps show."""
+    with torch.device("meta"):
+        model = sknet.create_model("resnext50_32x4d_3d")
+        _, maps = model.forward_intermediates(torch.empty(1, 3, 8, 64, 64))
+    assert len(maps) == len(model.feature_info) == 5
+    for d, m in zip(model.feature_info, maps):
+        assert tuple(m.shape[1:2]) + tuple(m.shape[-2:]) == (d["num_chs"], 64 // d["reduction"], 64 // d["reduction"])
+    assert [64 // m.shape[-1] for m in maps] == [2, 2, 4, 8, 16]  # the stem's stride 2, no max pool

@@ -353,3 +353,165 @@ def test_global_pool_off_returns_the_last_map():
     model.reset_classifier(3)  # a classifier pools again, as timm's ResNet does by default
     with torch.no_grad():
         assert torch.equal(model(x), model.fc(model.forward_features(x).mean((2, 3))))
+
+
+# --------------------------------------------------------------------------- pruning, head, cfg against timm's models
+
+
+@pytest.mark.parametrize(
+    "name, timm_name, indices, prune_norm, prune_head",
+    [
+        ("skresnet18", "resnet18", [1, 2, 3], False, True),
+        ("skresnet18", "resnet18", [0], False, False),
+        ("skresnet18", "resnet18", 1, False, False),
+        ("mobilenetv2_100_sk", "mobilenetv2_100", [-1], False, True),
+        ("mobilenetv2_100_sk", "mobilenetv2_100", [-1], True, False),
+        ("mobilenetv2_100_sk", "mobilenetv2_100", [-1], False, False),
+        ("mobilenetv2_100_sk", "mobilenetv2_100", [1, 3], False, False),
+    ],
+)
+def test_prune_intermediate_layers_leaves_what_timms_model_leaves(name, timm_name, indices, prune_norm, prune_head):
+    """After pruning, the features end where timm's own network of the family ends them (its conv_head
+    goes with the head or the norm, the widths follow the last kept level), and the classifier goes
+    where timm's goes."""
+    x = torch.empty(2, 3, 64, 64, device="meta")
+    with torch.device("meta"):
+        ours, theirs = sknet.create_model(name), timm.create_model(timm_name)
+    assert ours.head_hidden_size == theirs.head_hidden_size
+    kept = [m.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head) for m in (ours, theirs)]
+    assert kept[0] == kept[1]
+    assert (ours.num_features, ours.head_hidden_size, ours.num_classes) == (
+        theirs.num_features,
+        theirs.head_hidden_size,
+        theirs.num_classes,
+    )
+    assert ours.forward_features(x).shape == theirs.forward_features(x).shape
+    (final, maps), (final_t, maps_t) = (m.forward_intermediates(x, indices) for m in (ours, theirs))
+    assert final.shape == final_t.shape and [m.shape for m in maps] == [m.shape for m in maps_t]
+    assert ours(x).shape == theirs(x).shape  # pruned: the last map, unpooled, as timm's returns it
+
+
+def test_group_matcher_groups_as_timms_own_networks():
+    """Per unit (and per stage with ``coarse``) as timm groups its SK-ResNet-18, whose parameters ours
+    has: the same groups, in the same order, holding the same number of weights; MobileNetV2's
+    conv_head joins the last unit's group as in timm's."""
+    from timm.models import group_parameters
+
+    def sizes(model, coarse):
+        params = dict(model.named_parameters())
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        return [sum(params[n].numel() for n in names) for _, names in sorted(groups.items())]
+
+    with torch.device("meta"):
+        ours, theirs = sknet.create_model("skresnet18"), timm.create_model("skresnet18")
+        mobile, timm_mobile = sknet.create_model("mobilenetv2_100_sk"), timm.create_model("mobilenetv2_100")
+    for coarse in (False, True):
+        assert sizes(ours, coarse) == sizes(theirs, coarse)
+    assert len(sizes(ours, False)) == 1 + 8 + 1  # stem, 2 + 2 + 2 + 2 units, classifier
+    assert len(sizes(mobile, False)) == len(sizes(timm_mobile, False)) == 1 + 17 + 1
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_reset_classifier_gives_the_new_modules_the_models_mode(training):
+    model = timm.create_model("sknet_mini", num_classes=0, global_pool="").train(training)
+    model.reset_classifier(3, "avg")  # a new pooling and a new classifier
+    assert {m.training for m in model.modules()} == {training}
+
+
+def test_reset_classifier_makes_the_classifier_on_the_models_device_and_dtype():
+    model = timm.create_model("sknet_mini", dtype=torch.float64).eval()
+    model.reset_classifier(3)
+    assert model.fc.weight.dtype == model.fc.bias.dtype == torch.float64
+    with torch.no_grad():
+        assert model(x_for("sknet_mini").double()).dtype == torch.float64
+    meta = timm.create_model("sknet_mini", device="meta")
+    meta.reset_classifier(3)
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+
+
+def test_global_pool_avg_keeps_the_classifier():
+    model = timm.create_model("sknet_mini", global_pool="avg").eval()
+    assert model.num_classes == sknet.get_model_entry("sknet_mini").num_classes and isinstance(
+        model.fc, torch.nn.Linear
+    )
+    x = x_for("sknet_mini")
+    with torch.no_grad():
+        assert torch.equal(model(x), model.fc(model.forward_features(x).mean((2, 3))))
+
+
+def test_device_builds_the_model_there_not_on_the_cpu_first():
+    """``device`` as timm's models take it: every parameter and buffer is made there (a model built
+    on the CPU and moved would cost the CPU memory and initialisation time ``device`` is for)."""
+    from torch.nn.modules import module
+
+    made = []
+    hooks = [
+        module.register_module_parameter_registration_hook(lambda m, n, p: made.append(p.device.type)),
+        module.register_module_buffer_registration_hook(lambda m, n, b: made.append(b.device.type)),
+    ]
+    try:
+        timm.create_model("sknet_mini", device="meta")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert made and set(made) == {"meta"}
+
+
+def test_pool_size_is_the_size_of_the_last_feature_map():
+    for name in sktimm.REGISTERED:
+        with torch.device("meta"):
+            model = timm.create_model(name)
+            cfg = model.pretrained_cfg
+            final = model.forward_features(torch.empty(1, *cfg["input_size"]))
+        assert tuple(final.shape[2:]) == cfg["pool_size"], name
+
+
+def test_timms_fx_feature_extractor_keeps_sk_convs_whole():
+    """timm's fx ``features_only`` calls each SKConv as one module (sknet.timm registers it as not
+    traced), so the graph runs the fast path: its maps are bit for bit the eager model's."""
+    model = randomize_bn(sknet.create_model("sknet_mini")).eval()
+    fx = timm.create_model("sknet_mini", features_only=True, feature_cls="fx", out_indices=(0, 1, 2, 3)).eval()
+    fx.load_state_dict({f"graph_module.{k}": v for k, v in model.state_dict().items() if not k.startswith("fc.")})
+    graph = fx.graph_module
+    sk_nodes = [
+        n
+        for n in graph.graph.nodes
+        if n.op == "call_module" and isinstance(graph.get_submodule(n.target), sknet.SKConv)
+    ]
+    assert len(sk_nodes) == sum(isinstance(m, sknet.SKConv) for m in model.modules()) > 0
+    x = x_for("sknet_mini")
+    with torch.no_grad():
+        got, want = fx(x), model.forward_intermediates(x, intermediates_only=True)
+    assert len(got) == len(want) == 4 and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_squeeze_excite_is_timms_se_module():
+    """SENet's unit as timm computes it (its SEModule with the same hidden width and weights), and in
+    1-D and 3-D the same formula: the input scaled by sigmoid(fc2(relu(fc1(mean over every position))))."""
+    from timm.layers import SEModule
+
+    ours = sknet.layers.SqueezeExcite(64, reduction=16)
+    theirs = SEModule(64, rd_channels=64 // 16)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 64, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        for dims, shape in ((1, (2, 64, 9)), (3, (2, 64, 3, 4, 5))):
+            se = sknet.layers.SqueezeExcite(64, reduction=16, dims=dims)
+            x = torch.randn(shape)
+            s = x.flatten(2).mean(-1)  # (B, C)
+            hidden = torch.relu(s @ se.fc1.weight.flatten(1).T + se.fc1.bias)
+            gate = torch.sigmoid(hidden @ se.fc2.weight.flatten(1).T + se.fc2.bias)
+            torch.testing.assert_close(se(x), x * gate.view(2, 64, *[1] * dims))
+
+
+@pytest.mark.parametrize("feature_cls", ["getter", "fx"])
+def test_features_only_gives_every_level_by_default_with_either_feature_class(feature_cls):
+    """timm's default out_indices (every level) with its getter wrapper and its fx graph alike, as
+    for timm's own ResNet."""
+    for name, levels in (("sknet50", 5), ("sknet_mini", 4)):
+        model = timm.create_model(name, features_only=True, feature_cls=feature_cls).eval()
+        assert len(model.feature_info) == levels == len(sknet.create_model(name).feature_info)
+        with torch.no_grad():
+            assert len(model(x_for(name, 1))) == levels
+    assert len(timm.create_model("resnet18", features_only=True, feature_cls=feature_cls).feature_info) == 5

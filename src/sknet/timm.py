@@ -125,6 +125,14 @@ def _build(name: str, *, device=None, dtype=None, global_pool: str | None = None
     return model if dtype is None else model.to(dtype=dtype)
 
 
+@functools.cache
+def _levels(name: str) -> int:
+    """How many feature levels model ``name`` has (``features_only`` returns them all by default)."""
+    entry = get_model_entry(name)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return len(entry.build(num_classes=entry.num_classes).feature_info)
+
+
 def _entrypoint(name: str):
     def entrypoint(pretrained: bool = False, **kwargs) -> nn.Module:
         if pretrained and pretrained_sources(name):
@@ -134,7 +142,7 @@ def _entrypoint(name: str):
             name,
             pretrained,
             pretrained_filter_fn=_filter_state_dict,
-            feature_cfg=dict(feature_cls="getter", out_indices=None),  # None: every stage in feature_info
+            feature_cfg=dict(feature_cls="getter", out_indices=_levels(name)),  # an int n: the last n, so all
             **kwargs,
         )
 

@@ -176,7 +176,8 @@ class Backbone(nn.Module):
         self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
         """timm's API: drop what the levels ``indices`` picks do not need: later stem modules and
-        stages, then the neck and (``prune_head``) the classifier. Returns the absolute indices."""
+        stages, then the neck and (``prune_head``, or when stages went) the classifier and the
+        pooling, as timm's ResNet does. Returns the absolute indices."""
         take = take_indices(len(self.feature_info), indices)
         last = max(take)
         body = self.body_modules()
@@ -188,8 +189,8 @@ class Backbone(nn.Module):
             for name in self.neck_modules:
                 setattr(self, name, nn.Identity())
             self.num_features = self.feature_info[last]["num_chs"]
-        if prune_head or cut:
-            self.reset_classifier(0)
+        if prune_head or cut:  # as timm's: no classifier and no pooling, the model returns the last map
+            self.reset_classifier(0, "")
         return take
 
     def get_classifier(self) -> nn.Module:
