@@ -1,6 +1,8 @@
 """sknet.fuse: BatchNorms folded into convolutions and the two-branch select into one map, with the
 unfused model's outputs; what it gives traces and exports."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -87,6 +89,27 @@ def test_fused_model_traces_and_exports():
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         assert_close_rel(exported.module()(x), ref)
+
+
+@pytest.mark.parametrize("name", ["sknet_mini", "sknet26"])  # two branches: the pairwise attention
+def test_a_fused_model_traces_with_torch_fx(name):
+    """torch.fx and torchvision's feature extractor follow a fused model too (SK and its fused
+    attention included), and the graph computes the fused model's function."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = fuse(randomize_bn(sknet.create_model(name)).eval())
+    assert any(isinstance(m, PairwiseAttention) for m in model.modules())
+    x = torch.randn(2, *sknet.get_model_entry(name).input_size[:1], 32, 32)
+    reference = copy.deepcopy(model)
+    for m in reference.modules():
+        if isinstance(m, SKConv):
+            m.impl = "reference"  # what tracing records
+    with torch.no_grad():
+        assert_close_rel(torch.fx.symbolic_trace(model)(x), reference(x))
+        last = sknet.features(model).return_layers[-1]
+        assert_close_rel(
+            create_feature_extractor(model, {last: "out"}).eval()(x)["out"], sknet.features(model)(x)[last]
+        )
 
 
 def test_fuse_rejects_non_modules():

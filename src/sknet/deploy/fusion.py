@@ -28,7 +28,7 @@ import torchvision
 from torch import nn
 
 from ..layers import CONVS, ConvBnAct, SKAttention, bn_affine, is_plain_batchnorm
-from ..layers.functional import gap
+from ..layers.functional import gap_or_pooled
 
 __all__ = ["FOREIGN_PAIRS", "PairwiseAttention", "fold_bn_into_conv", "fold_bn_into_linear", "fuse"]
 
@@ -100,7 +100,7 @@ class PairwiseAttention(nn.Module):
         self.fc_select.weight.copy_(w[: attn.channels] - w[attn.channels :])  # (C, d): l_1 - l_2
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        s = gap(u) if u.dim() > 2 else u  # (B, C)
+        s = gap_or_pooled(u, self.channels)  # (B, C)
         a1 = torch.sigmoid(self.fc_select(self.act(self.bn(self.fc_reduce(s)))))  # (B, C)
         return torch.stack([a1, 1 - a1], dim=1)  # (B, 2, C)
 

@@ -11,6 +11,12 @@ def gap(x: torch.Tensor) -> torch.Tensor:
     return x.mean(tuple(range(2, x.dim())))
 
 
+def gap_or_pooled(u: torch.Tensor, channels: int) -> torch.Tensor:
+    """:func:`gap` of a map ``(B, C, ...)``, or an already pooled ``(B, C)`` unchanged: ``(B, C)``.
+    It does not branch on the input's dimensions, so symbolic tracing (torch.fx) can follow it."""
+    return u.reshape(u.shape[0], channels, -1).mean(-1)
+
+
 def per_channel(a: torch.Tensor, ndim: int) -> torch.Tensor:
     """Per-channel weights ``(B, [M,] C)`` shaped to multiply maps of ``ndim`` dimensions ``(B, C, ...)``."""
     return a[(..., *[None] * (ndim - 2))]

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import sk_fast
 from .conv_bn_act import ConvBnAct, check_dims
-from .functional import per_channel
+from .functional import gap_or_pooled, per_channel
 from .sk_fast import SK_IMPLS, parse_sk_impl
 
 # The paper's SK unit: K3 and K5, the 5x5 computed as a 3x3 at dilation 2, each with G = 32 groups.
@@ -114,9 +114,7 @@ class SKAttention(nn.Module):
 
     def descriptor(self, u: torch.Tensor) -> torch.Tensor:
         """The compact descriptor ``z = ReLU(BN(W GAP(U)))`` ``(B, d)``, from ``U`` or from ``s``."""
-        # GAP over every position; a pooled s (one position) passes unchanged. No branch on the
-        # input's dimensions: symbolic tracing cannot take one.
-        s = u.reshape(u.shape[0], self.channels, -1).mean(-1)  # (B, C)
+        s = gap_or_pooled(u, self.channels)  # (B, C)
         return self.act(self.bn(self.fc_reduce(s)))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
