@@ -23,6 +23,8 @@ if [ ! -f "$DIR/tests/test_models.py" ]; then
     mkdir -p "$CACHE"
     rm -rf "$DIR"
     mv "$TMP/timm-$VERSION" "$DIR"
+    rm -rf "$TMP"  # exec below replaces this shell, so the EXIT trap would not run
+    trap - EXIT
 fi
 
 cd "$DIR"

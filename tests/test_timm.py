@@ -221,7 +221,7 @@ def test_forward_intermediates(name):
         assert torch.equal(early, maps[0]) and torch.equal(first, maps[0])
         (last,) = model.forward_intermediates(x, indices=[-1], intermediates_only=True)
         assert torch.equal(last, maps[-1])
-    with pytest.raises(ValueError, match="stage indices"):
+    with pytest.raises(ValueError, match="feature level indices"):
         model.forward_intermediates(x, indices=[len(info)])
 
 
@@ -348,8 +348,10 @@ def test_global_pool_off_returns_the_last_map():
     x = x_for("sknet_mini")
     with torch.no_grad():
         assert torch.equal(model(x), model.forward_features(x))
-    with pytest.raises(ValueError, match="needs pooled features"):
+    with pytest.raises(ValueError, match="goes with num_classes=0"):
         timm.create_model("sknet_mini", num_classes=10, global_pool="")
+    with pytest.raises(ValueError, match="needs pooled features"):
+        model.reset_classifier(10, "")
     model.reset_classifier(3)  # a classifier pools again, as timm's ResNet does by default
     with torch.no_grad():
         assert torch.equal(model(x), model.fc(model.forward_features(x).mean((2, 3))))

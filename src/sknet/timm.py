@@ -9,8 +9,8 @@ Names timm has (``resnext50_32x4d``, ``skresnet18``, ...) stay timm's models; bu
 :func:`sknet.create_model`.
 
 ``pretrained=True`` without a file loads the model's published weights (``sknet50``, ``senet50``,
-``senet101``, and the demo's ``sknet_mini``, a file in the package: :mod:`sknet.models.sources`),
-fetched by sknet into the library's cache (offline once cached) and handed to timm as the file;
+``senet101``: fetched by sknet into the library's cache, offline once cached; the demo's
+``sknet_mini``: a file in the package; :mod:`sknet.models.sources`), handed to timm as the file;
 timm then loads them as it loads any file (a new classifier for another ``num_classes``, the
 first conv adapted to ``in_chans``). Each of them is
 registered under its tags, ``"senet50.gluon_in1k"`` picking one; the cfgs name no url or hub id, so
@@ -118,6 +118,8 @@ def _build(name: str, *, device=None, dtype=None, global_pool: str | None = None
     unknown = sorted(set(kwargs) - set(entry.overrides) - {"num_classes"})
     if unknown:
         raise TypeError(f"{name}() got unexpected keyword argument(s) {unknown}; it takes {sorted(entry.overrides)}")
+    if global_pool == "" and kwargs.get("num_classes", entry.num_classes) > 0:
+        raise ValueError(f"global_pool='' (no pooling) goes with num_classes=0: {name} has a classifier to feed")
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = create_model(name, **kwargs)
         if global_pool is not None:

@@ -58,6 +58,6 @@ def add_pretrained_argument(parser) -> None:
     """``--pretrained [TAG]``: ``args.pretrained`` is None, True (the model's default weights) or a tag."""
     parser.add_argument(
         "--pretrained", nargs="?", const=True, default=None, metavar="TAG",
-        help="with --model: its published ImageNet weights (downloaded once into the library's cache); "
-        "TAG picks one of several (sknet models --pretrained)",
+        help="with --model: its published weights (timm's and torchvision's ImageNet weights, downloaded once "
+        "into the library's cache; sknet_mini's ship with sknet); TAG picks one of several (sknet models --pretrained)",
     )  # fmt: skip

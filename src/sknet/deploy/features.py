@@ -92,7 +92,7 @@ def features(model: nn.Module, out_indices: Sequence[int] | None = None) -> Feat
     """The model as a backbone returning its stage outputs (an ``OrderedDict`` keyed by stage name).
 
     Args:
-        model: A ResNeXt / SENet / SKNet or ShuffleNetV2 model (weights loaded or not).
+        model: A ResNeXt / SENet / SKNet, ShuffleNetV2 or MobileNetV2 model (weights loaded or not).
         out_indices: Stages to return, indices into ``model.stage_info``; default all
             (strides 4, 8, 16, 32 for the ImageNet-style models).
     """
@@ -141,7 +141,7 @@ def fpn_backbone(
     """The model's stage outputs with an FPN on top, for torchvision's detection models.
 
     Args:
-        model: A ResNeXt / SENet / SKNet or ShuffleNetV2 model.
+        model: A ResNeXt / SENet / SKNet, ShuffleNetV2 or MobileNetV2 model.
         out_channels: FPN width (256 in torchvision's detectors).
         out_indices: Stages fed to the FPN; default all four.
         extra_blocks: torchvision's extra pyramid levels; default ``LastLevelMaxPool``

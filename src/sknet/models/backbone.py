@@ -31,11 +31,11 @@ def take_indices(num_features: int, indices: int | Sequence[int] | None) -> list
         indices = num_features
     if isinstance(indices, int):
         if not 0 < indices <= num_features:
-            raise ValueError(f"cannot take the last {indices} of {num_features} stages")
+            raise ValueError(f"cannot take the last {indices} of {num_features} feature levels")
         return list(range(num_features - indices, num_features))
     out = [i + num_features if i < 0 else i for i in indices]
     if not out or any(not 0 <= i < num_features for i in out):
-        raise ValueError(f"stage indices must be in 0..{num_features - 1} (or negative), got {list(indices)}")
+        raise ValueError(f"feature level indices must be in 0..{num_features - 1} (or negative), got {list(indices)}")
     return out
 
 
@@ -63,7 +63,7 @@ def _contexts(module: nn.Module) -> tuple:
 
 
 class Backbone(nn.Module):
-    """A stem, the stages ``feature_info`` names, an optional neck, then pool -> dropout -> ``fc``.
+    """A stem, the stages ``stage_info`` names, an optional neck, then pool -> dropout -> ``fc``.
 
     Subclasses set ``stem_modules`` (run before the first stage, in forward order) and
     ``neck_modules`` (between the last stage and the pooling, e.g. ShuffleNetV2's ``conv5``) and, in
@@ -140,15 +140,15 @@ class Backbone(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's API: the outputs of the stages ``indices`` picks (into ``feature_info``, see
-        :func:`take_indices`) and, unless ``intermediates_only``, the final features
-        (``forward_features``' output once every stage ran).
+        """timm's API: the outputs of the feature levels ``indices`` picks (into ``feature_info``: the
+        stem's output, then the stages; see :func:`take_indices`) and, unless ``intermediates_only``,
+        the final features (``forward_features``' output once every stage ran).
 
         Args:
             x: Input images (B, C, H, W).
-            indices: Stages to return: None all, an int n the last n, a sequence those.
+            indices: Levels to return: None all, an int n the last n, a sequence those.
             norm: Ignored: no norm follows the stages.
-            stop_early: Run no stage after the last one returned.
+            stop_early: Run nothing after the last level returned.
             output_fmt: Only ``"NCHW"``.
             intermediates_only: Return the stage outputs only.
         """

@@ -10,8 +10,8 @@ The layout is torchvision's ``mobilenet_v2`` (widths, strides, expansions, ReLU6
 bottlenecks, the 1x1 conv to 1280, dropout 0.2), so its state dict loads with identical logits
 (:class:`MobileNetV2`'s ``foreign_names`` rename ``features.N...`` / ``classifier.1`` to ours).
 Module names follow ours: ``conv1`` (stem), ``stage1..5`` (the inverted residuals grouped by
-output stride 2..32; ``stage1`` is part of the stem, ``stage2..5`` are the stride 4..32
-outputs of ``feature_info``), ``conv_head`` (1x1 to 1280), ``fc``.
+output stride 2..32: ``feature_info``'s levels, as timm's ``mobilenetv2_100``'s; ``stage2..5``,
+the stride 4..32 outputs, are ``stage_info``), ``conv_head`` (1x1 to 1280), ``fc``.
 """
 
 from __future__ import annotations

@@ -192,10 +192,10 @@ class ResNeXt(Backbone):
             by dilation, as torchvision's ``replace_stride_with_dilation`` and timm's ``output_stride``
             do. Valid values are the strides the stages reach (:meth:`output_strides`: 4, 8, 16, 32
             for the ImageNet networks, 1, 2, 4 for the CIFAR ones, 2, 4, 8 for the mini ones); the
-            first stage is never dilated. ``feature_info`` gives the strides the stages then have.
+            first stage is never dilated. ``stage_info`` gives the strides the stages then have.
         dims: Spatial dimensions: 2 (images), 1 (signals ``(C, L)``) or 3 (clips and volumes
             ``(C, T, H, W)``); every conv, BN and pooling is of that dimension. With the video stem
-            ``feature_info``'s strides are those of H and W (T is reduced by half as much).
+            ``stage_info``'s strides are those of H and W (T is reduced by half as much).
     """
 
     stem_modules = ("conv1", "bn1", "act1", "maxpool")

@@ -249,7 +249,8 @@ def _packaged_file(source: PretrainedSource) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"the weights of model {source.model!r} ({source.name}) should ship with sknet but {str(path)!r} is "
-            "missing: reinstall sknet (pip install --force-reinstall sknet), or train them: make demo"
+            "missing: install sknet again from its source (pip install -e . in your checkout), or make the file "
+            "again from a demo run: bash scripts/make_demo_weights.sh RUN"
         )
     return path
 
