@@ -284,6 +284,22 @@ def test_finetuning_from_imagenet_weights_is_one_command(caches, tmp_path, capsy
     assert "sknet train --config finetune --model sknet50 --pretrained --data-dir" in recipe  # its usage line
 
 
+def test_finetuning_on_a_missing_folder_stops_before_fetching_the_weights(tmp_path, monkeypatch, capsys):
+    """A mistyped --data-dir is a one-line error before any download (105 MB for sknet50), and nothing is written."""
+    import sknet.cli.train as cli_train
+
+    def fetched(*args, **kwargs):
+        raise AssertionError("the weights were fetched before the data folder was checked")
+
+    monkeypatch.setattr(cli_train, "pretrained_file", fetched)
+    args = ["train", "--config", "finetune", "--model", "sknet50", "--pretrained", "--data-dir",
+            str(tmp_path / "no-such-folder"), "--output", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no-such-folder" in err and "is not a folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_download_that_fails_part_way_is_one_line_that_says_how_to_retry(caches, monkeypatch, tmp_path, capsys):
     """A connection lost during the download (huggingface_hub's, torch.hub's): one line naming the model,
     the source, a retry and ``--weights FILE``; exit status 2 on the command line, no traceback."""

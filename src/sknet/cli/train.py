@@ -80,8 +80,10 @@ def _pretrained_weights(config, overrides: dict, tag) -> str:
     library's cache), started from as ``--weights`` is."""
     if overrides.get("weights"):
         raise ValueError("give either --pretrained [TAG] or --weights FILE, not both")
-    model = overrides.get("model") or resolve_config(config).model
-    return str(pretrained_file(pretrained_source(model, None if tag is True else tag)))
+    cfg = resolve_config(config, **overrides)
+    if cfg.data_dir and not cfg.download and not Path(cfg.data_dir).is_dir():  # before a download, not after
+        raise FileNotFoundError(f"--data-dir {cfg.data_dir!r} is not a folder: give the folder of your images")
+    return str(pretrained_file(pretrained_source(cfg.model, None if tag is True else tag)))
 
 
 def _parse_set(items: list[str]) -> dict:
