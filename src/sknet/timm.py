@@ -165,4 +165,4 @@ for _name in _new:
 REGISTERED: tuple[str, ...] = tuple(
     n for n in list_models() if is_model(n) and model_entrypoint(n).__module__ == __name__
 )
-"""The sknet models timm builds (every name timm did not have before)."""
+"""The sknet models timm builds: every image model whose name timm did not have when this was imported."""
