@@ -4,7 +4,7 @@
 and ``sk_lean`` how its fast path computes the same result.
 """
 
-from .conv_bn_act import BATCH_NORMS, CONVS, ConvBnAct, check_dims, same_padding
+from .conv_bn_act import BATCH_NORMS, CONVS, GLOBAL_POOLS, ConvBnAct, check_dims, same_padding
 from .functional import bn_affine, is_plain_batchnorm
 from .se import SqueezeExcite
 from .sk_conv import SELECT_MODES, SK_BRANCHES, AttentionNorm, Branch, SKAttention, SKConv, parse_branches, sk_impl
@@ -13,6 +13,7 @@ from .sk_fast import FAST_PARTS, SK_IMPLS, parse_sk_impl
 __all__ = [
     "BATCH_NORMS",
     "CONVS",
+    "GLOBAL_POOLS",
     "FAST_PARTS",
     "SELECT_MODES",
     "SK_BRANCHES",

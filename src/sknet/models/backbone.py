@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers import GLOBAL_POOLS
+
 
 def take_indices(num_features: int, indices: int | Sequence[int] | None) -> list[int]:
     """timm's ``feature_take_indices``: None takes all ``num_features``, an int n the last n,
@@ -212,8 +214,7 @@ class Backbone(nn.Module):
         if global_pool == "":
             self.global_pool = nn.Identity()
         elif (global_pool == "avg" or num_classes > 0) and isinstance(self.global_pool, nn.Identity):
-            dims = self._first_conv().weight.dim() - 2
-            self.global_pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
+            self.global_pool = GLOBAL_POOLS[self._first_conv().weight.dim() - 2](1)
         if num_classes > 0:
             ref = next(self.parameters())
             self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)

@@ -16,7 +16,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import BATCH_NORMS, CONVS, SK_BRANCHES, ConvBnAct, SKConv, SqueezeExcite, check_dims, parse_branches
+from ..layers import (
+    BATCH_NORMS,
+    CONVS,
+    GLOBAL_POOLS,
+    SK_BRANCHES,
+    ConvBnAct,
+    SKConv,
+    SqueezeExcite,
+    check_dims,
+    parse_branches,
+)
 from ..weights import ForeignNames
 from .backbone import Backbone
 from .init import init_weights
@@ -253,7 +263,7 @@ class ResNeXt(Backbone):
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
             self.feature_info.append(dict(num_chs=out_ch, reduction=reduction, module=f"layer{i + 1}"))
         self.num_features = in_ch
-        self.global_pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
+        self.global_pool = GLOBAL_POOLS[dims](1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(in_ch, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(zero_init_last)
